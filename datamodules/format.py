@@ -1,0 +1,126 @@
+"""The shard sample format of SPEC §5: one sample is one video.
+
+A sample in a WebDataset tar has three members sharing a key:
+- ``<key>.mp4``: the video, H.264, any size and fps;
+- ``<key>.pose.npz``: per-frame keypoints, normalised [0, 1] image coordinates with scores
+  (``body`` f x 20 x 3: the 18 OpenPose points then left and right toe; ``hands`` f x 2 x 21 x 3:
+  index 0 the left hand, 1 the right; optional ``face`` f x 68 x 3). Missing points have score 0;
+- ``<key>.json``: metadata (fps, width, height, frames, source, licence).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+BODY_POINTS = 20  # 18 OpenPose body points + left toe + right toe
+HAND_POINTS = 21
+FACE_POINTS = 68
+
+
+@dataclass
+class PoseSequence:
+    """Keypoints of one video; every array is (frames, points, 3) = x, y, score."""
+
+    body: np.ndarray  # f 20 3
+    hands: np.ndarray  # f 2 21 3
+    face: np.ndarray | None = None  # f 68 3
+
+    def __post_init__(self) -> None:
+        f = self.body.shape[0]
+        if self.body.shape[1:] != (BODY_POINTS, 3):
+            raise ValueError(f"body must be (frames, {BODY_POINTS}, 3), got {self.body.shape}")
+        if self.hands.shape != (f, 2, HAND_POINTS, 3):
+            raise ValueError(f"hands must be ({f}, 2, {HAND_POINTS}, 3), got {self.hands.shape}")
+        if self.face is not None and self.face.shape != (f, FACE_POINTS, 3):
+            raise ValueError(f"face must be ({f}, {FACE_POINTS}, 3), got {self.face.shape}")
+
+    def __len__(self) -> int:
+        return self.body.shape[0]
+
+    def frames(self, index: np.ndarray | list[int] | slice) -> PoseSequence:
+        face = None if self.face is None else self.face[index]
+        return PoseSequence(self.body[index], self.hands[index], face)
+
+    def to_npz_bytes(self) -> bytes:
+        arrays = {"body": self.body.astype(np.float32), "hands": self.hands.astype(np.float32)}
+        if self.face is not None:
+            arrays["face"] = self.face.astype(np.float32)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes) -> PoseSequence:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(z["body"], z["hands"], z["face"] if "face" in z.files else None)
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> PoseSequence:
+        d = json.loads(data)
+        face = d.get("face")
+        return cls(
+            np.asarray(d["body"], np.float32),
+            np.asarray(d["hands"], np.float32),
+            None if face is None else np.asarray(face, np.float32),
+        )
+
+
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
+    """Encode uint8 frames (f, H, W, 3) RGB as an H.264 mp4 in memory."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (f, H, W, 3), got {frames.dtype} {frames.shape}")
+    f, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 with yuv420p needs even sizes, got {height}x{width}")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def decode_mp4(data: bytes | str, indices: list[int] | None = None) -> np.ndarray:
+    """Decode an mp4 (bytes or a path) to uint8 RGB frames (f, H, W, 3); ``indices`` picks frames."""
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    wanted = None if indices is None else set(indices)
+    frames = {}
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        last = None if wanted is None else max(wanted)
+        for i, frame in enumerate(container.decode(stream)):
+            if wanted is None or i in wanted:
+                frames[i] = frame.to_ndarray(format="rgb24")
+            if last is not None and i >= last:
+                break
+    if indices is None:
+        return np.stack([frames[i] for i in sorted(frames)])
+    missing = [i for i in indices if i not in frames]
+    if missing:
+        raise ValueError(f"video has no frames {missing[:5]} (decoded {len(frames)})")
+    return np.stack([frames[i] for i in indices])
+
+
+def encode_sample(key: str, frames: np.ndarray, fps: float, pose: PoseSequence, meta: dict) -> dict:
+    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``)."""
+    if len(pose) != len(frames):
+        raise ValueError(f"{key}: {len(frames)} frames but {len(pose)} pose frames")
+    info = {"fps": fps, "height": frames.shape[1], "width": frames.shape[2], "frames": len(frames)}
+    info.update(meta)
+    return {
+        "__key__": key,
+        "mp4": encode_mp4(frames, fps),
+        "pose.npz": pose.to_npz_bytes(),
+        "json": json.dumps(info).encode(),
+    }
