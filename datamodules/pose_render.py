@@ -1,0 +1,187 @@
+"""Skeleton pictures in the look of the public UniAnimate release (SPEC §5).
+
+The drawing follows the release's DWPose drawing as described in
+``shared/fixtures/official_unianimate/README.md`` §6, which pins it pixel for pixel: body limbs
+as filled rotated ellipses, the canvas dimmed to 0.6 (truncated), body dots, then hand edges in
+HSV colours and blue hand dots, all without anti-aliasing. The released weights saw these pictures
+with red and blue swapped (written by OpenCV as BGR, read back by PIL as RGB), hence
+``release_channel_order``.
+
+Keypoints are in the layout of :class:`datamodules.format.PoseSequence`: body (20, 3) = the 18
+OpenPose points, then left toe and right toe; hands (2, 21, 3), index 0 the left hand.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from datamodules.format import BODY_POINTS, FACE_POINTS, HAND_POINTS, PoseSequence
+
+# OpenPose-18 limbs (0-based), then ankle -> toe for left (13 -> 18) and right (10 -> 19).
+BODY_LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+    (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19),
+)  # fmt: skip
+# Limb i and body dot i share colour i (RGB triples as written in the release's drawing code).
+BODY_COLOURS = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+    (170, 255, 255), (255, 255, 0),
+)  # fmt: skip
+HAND_EDGES = tuple((0 if i % 4 == 0 else i, i + 1) for i in range(20))  # wrist -> 4 joints per finger
+# Edge e is coloured HSV(e / 20, 1, 1) * 255 as floats; OpenCV rounds them when drawing.
+HAND_EDGE_COLOURS = tuple(tuple(255.0 * c for c in colorsys.hsv_to_rgb(e / 20, 1.0, 1.0)) for e in range(20))
+HAND_DOT_COLOUR = (0, 0, 255)
+FACE_DOT_COLOUR = (255, 255, 255)
+LIMB_HALF_WIDTH = 4
+DOT_RADIUS = 4
+FACE_DOT_RADIUS = 3
+# The release keeps a hand/face point only if int(x * W) > 0.01 and int(y * H) > 0.01.
+_PIXEL_EPS = 0.01
+
+
+def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float) -> np.ndarray:
+    height, width = canvas.shape[:2]
+    visible = body[:, 2] > threshold
+    for (a, b), colour in zip(BODY_LIMBS, BODY_COLOURS):
+        if not (visible[a] and visible[b]):
+            continue
+        xs = body[[a, b], 0] * float(width)
+        ys = body[[a, b], 1] * float(height)
+        length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
+        angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+        polygon = cv2.ellipse2Poly(
+            (int(xs.mean()), int(ys.mean())), (int(length / 2), LIMB_HALF_WIDTH), int(angle), 0, 360, 1
+        )
+        cv2.fillConvexPoly(canvas, polygon, colour)
+    canvas = (canvas * 0.6).astype(np.uint8)
+    for i in np.flatnonzero(visible):
+        centre = (int(body[i, 0] * width), int(body[i, 1] * height))
+        cv2.circle(canvas, centre, DOT_RADIUS, BODY_COLOURS[i], thickness=-1)
+    return canvas
+
+
+def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float) -> None:
+    height, width = canvas.shape[:2]
+    for hand in hands:
+        # Release: points with score below the threshold get coordinates -1, i.e. int(-W) < 0.
+        kept = hand[:, 2] >= threshold
+        px = np.array([int(x * width) for x in hand[:, 0]])
+        py = np.array([int(y * height) for y in hand[:, 1]])
+        shown = kept & (px > _PIXEL_EPS) & (py > _PIXEL_EPS)
+        for (a, b), colour in zip(HAND_EDGES, HAND_EDGE_COLOURS):
+            if shown[a] and shown[b]:
+                cv2.line(canvas, (int(px[a]), int(py[a])), (int(px[b]), int(py[b])), colour, thickness=2)
+        for i in np.flatnonzero(shown):
+            cv2.circle(canvas, (int(px[i]), int(py[i])), DOT_RADIUS, HAND_DOT_COLOUR, thickness=-1)
+
+
+def _draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float) -> None:
+    height, width = canvas.shape[:2]
+    for x, y, score in face:
+        px, py = int(x * width), int(y * height)
+        if score >= threshold and px > _PIXEL_EPS and py > _PIXEL_EPS:
+            cv2.circle(canvas, (px, py), FACE_DOT_RADIUS, FACE_DOT_COLOUR, thickness=-1)
+
+
+def render_pose(
+    body: np.ndarray,
+    hands: np.ndarray | None,
+    face: np.ndarray | None,
+    height: int,
+    width: int,
+    *,
+    draw_body: bool = True,
+    draw_hands: bool = True,
+    draw_face: bool = False,
+    threshold: float = 0.3,
+    release_channel_order: bool = True,
+) -> np.ndarray:
+    """One skeleton picture, uint8 (H, W, 3) on black.
+
+    body (20, 3), hands (2, 21, 3) or None, face (68, 3) or None; x, y normalised, score. A body
+    point is drawn if its score is above ``threshold``, a hand or face point if it is not below it
+    (the release's two rules). ``release_channel_order=True`` returns the channels reversed, which
+    is what the released weights were trained on; False returns the drawing array itself.
+    """
+    body = np.asarray(body, dtype=np.float64)
+    if body.shape != (BODY_POINTS, 3):
+        raise ValueError(f"body must be ({BODY_POINTS}, 3), got {body.shape}")
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    if draw_body:
+        canvas = _draw_body(canvas, body, threshold)
+    if draw_hands and hands is not None:
+        hands = np.asarray(hands, dtype=np.float64)
+        if hands.shape != (2, HAND_POINTS, 3):
+            raise ValueError(f"hands must be (2, {HAND_POINTS}, 3), got {hands.shape}")
+        _draw_hands(canvas, hands, threshold)
+    if draw_face and face is not None:
+        face = np.asarray(face, dtype=np.float64)
+        if face.shape != (FACE_POINTS, 3):
+            raise ValueError(f"face must be ({FACE_POINTS}, 3), got {face.shape}")
+        _draw_face(canvas, face, threshold)
+    if release_channel_order:
+        canvas = np.ascontiguousarray(canvas[..., ::-1])
+    return canvas
+
+
+def render_pose_sequence(pose: PoseSequence, height: int, width: int, **kwargs) -> np.ndarray:
+    """Render every frame of ``pose``: uint8 (f, H, W, 3); ``kwargs`` as for :func:`render_pose`."""
+    frames = [
+        render_pose(
+            pose.body[i], pose.hands[i], None if pose.face is None else pose.face[i], height, width, **kwargs
+        )
+        for i in range(len(pose))
+    ]
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+
+
+def pose_frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 pictures (f, H, W, 3) -> float32 tensor (3, f, H, W) in [0, 1], the UNet's pose range."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+
+
+def pose_from_openpose134(xy_norm: np.ndarray, score: np.ndarray, threshold: float = 0.3) -> PoseSequence:
+    """One frame in the release's 134-point OpenPose-ordered layout -> a one-frame :class:`PoseSequence`.
+
+    Layout (fixture README §6): body 0-17, feet 18-23 (left big toe, left small toe, left heel,
+    right big toe, right small toe, right heel), face 24-91, left hand 92-112, right hand 113-133.
+    A toe of ours is the midpoint of the big and small toe, present only if both are above
+    ``threshold`` (heels are unused), as in the release.
+    """
+    xy = np.asarray(xy_norm, dtype=np.float64).reshape(134, 2)
+    s = np.asarray(score, dtype=np.float64).reshape(134)
+    points = np.concatenate([xy, s[:, None]], axis=1)
+    body = np.zeros((BODY_POINTS, 3))
+    body[:18] = points[:18]
+    for toe, (big, small) in ((18, (18, 19)), (19, (21, 22))):
+        if s[big] > threshold and s[small] > threshold:
+            body[toe] = [*(xy[big] + xy[small]) / 2, min(s[big], s[small])]
+    hands = np.stack([points[92:113], points[113:134]])
+    face = points[24:92]
+    return PoseSequence(body[None], hands[None], face[None])
+
+
+def pose_from_release_dict(pose: dict) -> PoseSequence:
+    """The release's drawing dict (``bodies.candidate`` / ``subset``, ``hands``, ``faces``; -1 = dropped)
+    -> a one-frame :class:`PoseSequence` with score 1 for kept points and 0 for dropped ones."""
+    candidate = np.asarray(pose["bodies"]["candidate"], dtype=np.float64)
+    subset = np.asarray(pose["bodies"]["subset"], dtype=np.float64)[0]
+    body = np.zeros((BODY_POINTS, 3))
+    for i, index in enumerate(subset[:BODY_POINTS]):
+        if index >= 0:
+            body[i] = [*candidate[int(index)], 1.0]
+
+    def with_scores(xy: np.ndarray) -> np.ndarray:
+        dropped = np.all(xy == -1, axis=-1)
+        return np.concatenate([xy, (~dropped)[..., None].astype(np.float64)], axis=-1)
+
+    hands = with_scores(np.asarray(pose["hands"], dtype=np.float64))
+    face = with_scores(np.asarray(pose["faces"], dtype=np.float64)[0])
+    return PoseSequence(body[None], hands[None], face[None])

@@ -1,0 +1,126 @@
+"""The skeleton renderer against the release's own drawings (fixture README §6)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.format import PoseSequence
+from datamodules.pose_render import (
+    pose_frames_to_tensor,
+    pose_from_openpose134,
+    pose_from_release_dict,
+    render_pose,
+    render_pose_sequence,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "official_unianimate" / "pose_render"
+SIZES = [(768, 512), (64, 64)]
+
+
+def _sets() -> list[dict]:
+    if not (FIXTURES / "keypoints.json").exists():
+        pytest.skip(f"release pose-render fixtures not found at {FIXTURES}")
+    return json.loads((FIXTURES / "keypoints.json").read_text())["sets"]
+
+
+def _png(name: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(FIXTURES / name).convert("RGB"))
+
+
+def _differing_fraction(a: np.ndarray, b: np.ndarray, tolerance: int = 0) -> float:
+    return float((np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1) > tolerance).mean())
+
+
+@pytest.mark.parametrize("layout", ["openpose_134", "pose"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matches_release_drawings(layout: str, size: tuple[int, int]) -> None:
+    height, width = size
+    for s in _sets():
+        if layout == "openpose_134":
+            pose = pose_from_openpose134(s["openpose_134"]["xy_norm"], s["openpose_134"]["score"])
+        else:
+            pose = pose_from_release_dict(s["pose"])
+        ours = render_pose(
+            pose.body[0], pose.hands[0], pose.face[0], height, width, release_channel_order=False
+        )
+        render = s["renders"][f"{height}x{width}"]
+        reference = _png(render["file"])
+        assert reference.shape == ours.shape
+        assert _differing_fraction(ours, reference) == 0.0, s["name"]
+        assert hashlib.sha256(ours.tobytes()).hexdigest() == render["sha256_of_raw_array"], s["name"]
+        assert int((ours.max(-1) > 0).sum()) == render["nonzero_pixels"]
+
+
+def test_float32_storage_stays_close() -> None:
+    """Keypoints pass through float32 npz in the shards; a last-bit change may move a pixel edge."""
+    for s in _sets():
+        pose = pose_from_openpose134(s["openpose_134"]["xy_norm"], s["openpose_134"]["score"])
+        pose = PoseSequence.from_npz_bytes(pose.to_npz_bytes())
+        for height, width in SIZES:
+            ours = render_pose(pose.body[0], pose.hands[0], None, height, width, release_channel_order=False)
+            reference = _png(s["renders"][f"{height}x{width}"]["file"])
+            assert _differing_fraction(ours, reference, tolerance=2) <= 0.01, s["name"]
+
+
+def test_release_channel_order_is_reversed() -> None:
+    s = _sets()[0]
+    pose = pose_from_release_dict(s["pose"])
+    drawing = render_pose(pose.body[0], pose.hands[0], None, 64, 64, release_channel_order=False)
+    released = render_pose(pose.body[0], pose.hands[0], None, 64, 64)
+    np.testing.assert_array_equal(released, drawing[..., ::-1])
+    assert not np.array_equal(released, drawing)
+
+
+def _standing() -> PoseSequence:
+    sets = _sets()
+    return pose_from_openpose134(sets[0]["openpose_134"]["xy_norm"], sets[0]["openpose_134"]["score"])
+
+
+def test_switches() -> None:
+    pose = _standing()
+    body, hands, face = pose.body[0], pose.hands[0], pose.face[0]
+    full = render_pose(body, hands, face, 768, 512, release_channel_order=False)
+    no_hands = render_pose(body, hands, face, 768, 512, draw_hands=False, release_channel_order=False)
+    only_hands = render_pose(body, hands, face, 768, 512, draw_body=False, release_channel_order=False)
+    with_face = render_pose(body, hands, face, 768, 512, draw_face=True, release_channel_order=False)
+    hand_pixels = only_hands.max(-1) > 0
+    changed = np.any(full != no_hands, axis=-1)
+    assert changed.sum() > 100 and not np.any(changed & ~hand_pixels)
+    np.testing.assert_array_equal(
+        no_hands, render_pose(body, None, face, 768, 512, release_channel_order=False)
+    )
+    # Face dots are white; nothing else is.
+    assert (np.all(full == 255, axis=-1)).sum() == 0
+    assert (np.all(with_face == 255, axis=-1)).sum() > 100
+    empty = render_pose(body, hands, face, 64, 64, draw_body=False, draw_hands=False)
+    assert empty.max() == 0
+
+
+def test_threshold_hides_points() -> None:
+    pose = _standing()
+    body = pose.body[0].copy()
+    shown = render_pose(body, None, None, 64, 64, release_channel_order=False)
+    body[:, 2] = 0.3  # exactly the threshold: a body point needs a score above it
+    assert render_pose(body, None, None, 64, 64).max() == 0
+    assert shown.max() > 0
+
+
+def test_sequence_and_tensor() -> None:
+    one = _standing()
+    pose = PoseSequence(np.repeat(one.body, 3, 0), np.repeat(one.hands, 3, 0), np.repeat(one.face, 3, 0))
+    frames = render_pose_sequence(pose, 64, 48)
+    assert frames.shape == (3, 64, 48, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames[1], render_pose(one.body[0], one.hands[0], None, 64, 48))
+    tensor = pose_frames_to_tensor(frames)
+    assert tensor.shape == (3, 3, 64, 48) and tensor.dtype == torch.float32
+    assert float(tensor.max()) <= 1.0 and float(tensor.max()) > 0.5
+    torch.testing.assert_close(tensor[:, 0], torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 255)
