@@ -1,0 +1,209 @@
+"""The LightningModule: frozen encoders + the UniAnimate denoiser + the SPEC §3 objective + EMA."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from unianimate.conditions import Conditions
+from unianimate.diffusion.condition_dropout import ConditionDropout
+from unianimate.diffusion.long_video import generate_long_video
+from unianimate.diffusion.objective import DiffusionObjective
+from unianimate.diffusion.sampling import DDIMSampler
+from unianimate.ema import EMA
+from unianimate.models.frozen import FrozenEncoders
+from unianimate.models.unianimate import UniAnimate
+
+# Loss is also logged per timestep bucket: where in the schedule the model is still bad.
+TIMESTEP_BUCKETS = 4
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """[-1, 1] -> [0, 1]."""
+    return (x + 1) / 2
+
+
+class UniAnimateModule(L.LightningModule):
+    """Trains ``model`` (the denoiser) on video + pose batches.
+
+    Args:
+        model: the UniAnimate denoiser (plain PyTorch).
+        encoders: frozen CLIP + VAE, from local folders.
+        objective: the diffusion objective (unified noise input).
+        dropout: per-sample condition dropout.
+        sampler: DDIM sampler for validation videos and ``predict``.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        ema_decay: EMA of the trainable weights (``None`` turns it off).
+        ema_warmup: use the (1 + n) / (10 + n) warm-up of the decay.
+        long_video_mode, segment_frames, overlap: how ``predict`` makes clips longer than one segment.
+        seed: base seed of the fixed validation noise and of sampling.
+    """
+
+    def __init__(
+        self,
+        model: UniAnimate,
+        encoders: FrozenEncoders,
+        objective: DiffusionObjective | None = None,
+        dropout: ConditionDropout | None = None,
+        sampler: DDIMSampler | None = None,
+        lr: float = 5e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float | None = 0.9999,
+        ema_warmup: bool = True,
+        long_video_mode: str = "chain",
+        segment_frames: int = 16,
+        overlap: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "encoders", "objective", "dropout", "sampler"])
+        self.model = model
+        self.encoders = encoders
+        self.encoders.requires_grad_(False)  # frozen: the one place (STYLE §11)
+        self.model.set_empty_text(self.encoders.empty_text)
+        self.objective = objective or DiffusionObjective()
+        self.dropout = dropout or ConditionDropout()
+        self.sampler = sampler or DDIMSampler()
+        self.ema = EMA(self.model, ema_decay, ema_warmup) if ema_decay is not None else None
+
+    # ---- conditions ---------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_batch(self, batch: dict[str, Any]) -> tuple[Tensor, Conditions]:
+        """A data batch -> clean latents b 4 f h w and the full (undropped) conditions."""
+        if "latent" in batch:  # latent-cache shards: the encoders already ran offline
+            latents, ref_latent, clip = batch["latent"], batch["ref_latent"], batch["clip_embed"]
+        else:
+            latents = self.encoders.encode_video(batch["video"])
+            ref_latent = self.encoders.encode_images(batch["ref_image"])
+            clip = self.encoders.encode_clip(batch["ref_image"])
+        first_frame = None
+        if self.model.first_frame_stream:
+            if "video" not in batch:
+                raise ValueError("the pixel first-frame stream needs decoded video frames; it cannot train from latent-cache shards")
+            first_frame = to_unit(batch["video"][:, :, 0])
+        cond = Conditions(
+            pose=batch["pose"],
+            ref_pose=batch["ref_pose"],
+            ref_latent=ref_latent,
+            clip_embed=clip,
+            first_frame=first_frame,
+        )
+        return latents, cond
+
+    # ---- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        latents, cond = self.encode_batch(batch)
+        cond = cond.with_drop(self.dropout.sample(latents.shape[0], device=latents.device))
+        t, noise, first = self.objective.draw(latents)
+        out = self.objective(self.model, latents, cond, t, noise, first)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"non-finite training loss {out.loss.item()} at step {self.global_step}")
+        b = latents.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        self._log_buckets("train", out.loss_per_sample, t, b)
+        return out.loss
+
+    def _log_buckets(self, stage: str, per_sample: Tensor, t: Tensor, batch_size: int) -> None:
+        width = self.objective.num_train_timesteps // TIMESTEP_BUCKETS
+        bucket = (t // width).clamp(max=TIMESTEP_BUCKETS - 1)
+        for k in range(TIMESTEP_BUCKETS):
+            mask = bucket == k
+            if mask.any():
+                name = f"{stage}/loss_t{k * width:03d}-{(k + 1) * width - 1:03d}"
+                self.log(name, per_sample[mask].mean(), batch_size=int(mask.sum()), sync_dist=stage != "train")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    # ---- validation: fixed noise, EMA weights -----------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._ema_context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
+        self._ema_context.__enter__()
+
+    def on_validation_epoch_end(self) -> None:
+        self._ema_context.__exit__(None, None, None)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        latents, cond = self.encode_batch(batch)
+        # Same timesteps and noise for a given batch index at every validation: comparable curves.
+        generator = torch.Generator(device=latents.device).manual_seed(self.hparams.seed * 100_003 + batch_idx)
+        t, noise, first = self.objective.draw(latents, generator)
+        out = self.objective(self.model, latents, cond, t, noise, first, generator)
+        b = latents.shape[0]
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=True)
+        self._log_buckets("val", out.loss_per_sample, t, b)
+        return out.loss
+
+    # ---- sampling -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any], seed: int | None = None, progress: bool = False) -> Tensor:
+        """Animate a batch: b 3 N H W video in [-1, 1] for the N poses of ``batch["pose"]``.
+
+        Uses EMA weights when present. Clips longer than one segment are made segment by segment
+        (``long_video_mode``: chain or window).
+        """
+        cond = self.encode_reference(batch)
+        num_frames = batch["pose"].shape[2]
+        b, _, h, w = cond.ref_latent.shape
+        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed if seed is None else seed)
+        context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
+        with context:
+            latents = generate_long_video(
+                self.model,
+                cond,
+                num_frames,
+                self.sampler,
+                (b, 4, h, w),
+                generator,
+                mode=self.hparams.long_video_mode,
+                segment_frames=min(self.hparams.segment_frames, num_frames),
+                overlap=self.hparams.overlap,
+                progress=progress,
+            )
+        return self.encoders.decode_video(latents)
+
+    @torch.no_grad()
+    def encode_reference(self, batch: dict[str, Any]) -> Conditions:
+        """Conditions from the reference image and poses only (no ground-truth video needed)."""
+        ref = batch["ref_image"]
+        cond = Conditions(
+            pose=batch["pose"],
+            ref_pose=batch["ref_pose"],
+            ref_latent=self.encoders.encode_images(ref),
+            clip_embed=self.encoders.encode_clip(ref),
+            # The release feeds the reference image as the pixel first-frame stream at inference.
+            first_frame=to_unit(ref) if self.model.first_frame_stream else None,
+        )
+        return cond
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"generated": self.generate(batch, seed=self.hparams.seed + batch_idx, progress=True), "batch": batch}
+
+    # ---- optimisation and checkpoints -------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(self.hparams.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Frozen encoders come from their own folders: keep them out of every checkpoint.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoders.")}
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Put the current encoder weights back so the strict state-dict load sees every key.
+        for key, value in self.encoders.state_dict(prefix="encoders.").items():
+            checkpoint["state_dict"].setdefault(key, value)
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
+
