@@ -90,6 +90,6 @@ class DiffusionObjective:
         err = (pred.float() - target.float()) ** 2  # b c f h w
         # Frame 0 of a first-frame conditioned sample is given, not predicted: it leaves the loss.
         weight = torch.ones(err.shape[0], 1, err.shape[2], 1, 1, device=err.device)
-        weight[:, :, 0] = (~first_frame).float().view(-1, 1)
+        weight[:, :, 0] = (~first_frame).float().view(-1, 1, 1, 1)
         per_sample = (err * weight).sum(dim=(1, 2, 3, 4)) / (weight.sum(dim=(1, 2, 3, 4)) * err.shape[1] * err.shape[3] * err.shape[4])
         return ObjectiveOutput(per_sample.mean(), per_sample, t, first_frame, noisy)
