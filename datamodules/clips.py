@@ -1,0 +1,201 @@
+"""One training example from one shard sample (SPEC §5): clip sampling, resize/crop, pose rendering.
+
+A clip is ``num_frames`` frames with stride ``frame_interval`` from a random start; the reference
+frame is drawn at random from the whole video. The frames are resized keeping the aspect ratio
+and cropped (centre or random), or stretched to the training size as the release did; the same
+transform is applied to the keypoints before the skeletons are rendered at the training size.
+Videos shorter than the clip are skipped, never padded.
+
+With ``use_latent_cache`` the sample's ``latents.npy`` (f, 4, h, w, float16 VAE latents of the
+frames at the training size) and ``clip.npy`` (f, d, per-frame CLIP image embeddings) replace the
+mp4; the poses are still rendered, with the deterministic transform the cache tool applied
+(centre crop or stretch of the source size recorded in the sample's ``json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from einops import rearrange
+
+from datamodules.format import PoseSequence, decode_mp4
+from datamodules.pose_render import pose_frames_to_tensor, render_pose_sequence
+from datamodules.stream import SkipSample
+
+Resize = Literal["center_crop", "random_crop", "stretch"]
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Resize the source (src_h, src_w) to (scaled_h, scaled_w), then take (height, width) at (top, left)."""
+
+    scaled_h: int
+    scaled_w: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def crop_box(
+    src_h: int, src_w: int, height: int, width: int, mode: Resize, rng: np.random.Generator
+) -> CropBox:
+    if mode == "stretch":
+        return CropBox(height, width, 0, 0, height, width)
+    scale = max(height / src_h, width / src_w)  # cover the target, then crop the excess
+    scaled_h, scaled_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    if mode == "center_crop":
+        top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+    elif mode == "random_crop":
+        top, left = int(rng.integers(scaled_h - height + 1)), int(rng.integers(scaled_w - width + 1))
+    else:
+        raise ValueError(f"resize must be center_crop, random_crop or stretch, got {mode!r}")
+    return CropBox(scaled_h, scaled_w, top, left, height, width)
+
+
+def apply_box_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
+    """uint8 (f, H0, W0, 3) -> (f, height, width, 3)."""
+    shrinking = box.scaled_h * box.scaled_w < frames.shape[1] * frames.shape[2]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    out = [
+        cv2.resize(frame, (box.scaled_w, box.scaled_h), interpolation=interpolation)[
+            box.top : box.top + box.height, box.left : box.left + box.width
+        ]
+        for frame in frames
+    ]
+    return np.stack(out)
+
+
+def apply_box_points(points: np.ndarray, box: CropBox) -> np.ndarray:
+    """Normalised (..., 3) keypoints of the source -> normalised in the crop; scores kept."""
+    out = points.astype(np.float32, copy=True)
+    out[..., 0] = (points[..., 0] * box.scaled_w - box.left) / box.width
+    out[..., 1] = (points[..., 1] * box.scaled_h - box.top) / box.height
+    return out
+
+
+def apply_box_pose(pose: PoseSequence, box: CropBox) -> PoseSequence:
+    face = None if pose.face is None else apply_box_points(pose.face, box)
+    return PoseSequence(apply_box_points(pose.body, box), apply_box_points(pose.hands, box), face)
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class ClipExample:
+    """``make_example`` for :class:`datamodules.stream.ShardStream`: raw sample -> example dict.
+
+    Video example: ``video`` (3, f, H, W) in [-1, 1], ``pose`` (3, f, H, W) in [0, 1],
+    ``ref_image`` (3, H, W) in [-1, 1], ``ref_pose`` (3, H, W) in [0, 1], ``key``.
+    Latent-cache example: ``latent`` (4, f, h, w), ``ref_latent`` (4, h, w), ``clip_embed`` (d,)
+    instead of ``video`` / ``ref_image``.
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        frame_interval: int,
+        height: int,
+        width: int,
+        resize: Resize = "center_crop",
+        draw_hands: bool = True,
+        draw_face: bool = False,
+        pose_jitter: bool = False,
+        use_latent_cache: bool = False,
+    ) -> None:
+        if use_latent_cache and resize == "random_crop":
+            raise ValueError("the latent cache is encoded once: use resize=center_crop or stretch with it")
+        self.num_frames, self.frame_interval = num_frames, frame_interval
+        self.height, self.width, self.resize = height, width, resize
+        self.draw_hands, self.draw_face = draw_hands, draw_face
+        self.pose_jitter, self.use_latent_cache = pose_jitter, use_latent_cache
+
+    def _pose(self, sample: dict) -> PoseSequence:
+        try:
+            if "pose.npz" in sample:
+                return PoseSequence.from_npz_bytes(sample["pose.npz"])
+            if "pose.json" in sample:
+                return PoseSequence.from_json_bytes(sample["pose.json"])
+        except Exception as exn:
+            raise SkipSample("bad_pose", repr(exn)) from exn
+        raise SkipSample("missing_pose")
+
+    def _indices(self, length: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        span = (self.num_frames - 1) * self.frame_interval + 1
+        if length < span:
+            raise SkipSample("too_short", f"{length} frames < clip span {span}")
+        start = int(rng.integers(length - span + 1))
+        return start + self.frame_interval * np.arange(self.num_frames), int(rng.integers(length))
+
+    def _render(self, pose: PoseSequence) -> torch.Tensor:
+        frames = render_pose_sequence(
+            pose, self.height, self.width, draw_hands=self.draw_hands, draw_face=self.draw_face
+        )
+        return pose_frames_to_tensor(frames)  # (3, f, H, W)
+
+    def _poses(self, pose: PoseSequence, clip: np.ndarray, ref: int, box: CropBox, rng) -> dict:
+        clip_pose, ref_pose = pose.frames(clip), pose.frames([ref])
+        if self.pose_jitter:
+            from datamodules.pose_align import random_pose_jitter  # lazy: an optional augmentation
+
+            clip_pose = random_pose_jitter(clip_pose, rng)
+        return {
+            "pose": self._render(apply_box_pose(clip_pose, box)),
+            "ref_pose": self._render(apply_box_pose(ref_pose, box))[:, 0],
+        }
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if self.use_latent_cache:
+            return self._from_latents(sample, rng)
+        if "mp4" not in sample:
+            raise SkipSample("missing_video")
+        pose = self._pose(sample)
+        clip, ref = self._indices(len(pose), rng)
+        try:
+            frames = decode_mp4(sample["mp4"], [*clip.tolist(), ref])
+        except Exception as exn:
+            raise SkipSample("bad_video", repr(exn)) from exn
+        box = crop_box(frames.shape[1], frames.shape[2], self.height, self.width, self.resize, rng)
+        frames = apply_box_frames(frames, box)
+        pixels = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
+        pixels = rearrange(pixels, "f h w c -> c f h w")
+        return {
+            "video": pixels[:, :-1].contiguous(),
+            "ref_image": pixels[:, -1].contiguous(),
+            **self._poses(pose, clip, ref, box, rng),
+            "key": sample["__key__"],
+        }
+
+    def _from_latents(self, sample: dict, rng: np.random.Generator) -> dict:
+        if "latents.npy" not in sample or "clip.npy" not in sample or "json" not in sample:
+            raise SkipSample("missing_latents")
+        pose = self._pose(sample)
+        try:
+            latents, embeds = _load_npy(sample["latents.npy"]), _load_npy(sample["clip.npy"])
+            meta = json.loads(sample["json"])
+            src_h, src_w = int(meta["height"]), int(meta["width"])
+        except Exception as exn:
+            raise SkipSample("bad_latents", repr(exn)) from exn
+        if latents.ndim != 4 or latents.shape[0] != len(pose) or embeds.shape[0] != len(pose):
+            raise SkipSample(
+                "bad_latents", f"latents {latents.shape}, clip {embeds.shape}, {len(pose)} poses"
+            )
+        if (latents.shape[2] * 8, latents.shape[3] * 8) != (self.height, self.width):
+            raise SkipSample("latent_size", f"latents {latents.shape[2:]} for {self.height}x{self.width}")
+        clip, ref = self._indices(len(pose), rng)
+        box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng)
+        latent = torch.from_numpy(latents[clip].astype(np.float32))
+        return {
+            "latent": rearrange(latent, "f c h w -> c f h w").contiguous(),
+            "ref_latent": torch.from_numpy(latents[ref].astype(np.float32)),
+            "clip_embed": torch.from_numpy(embeds[ref].astype(np.float32)),
+            **self._poses(pose, clip, ref, box, rng),
+            "key": sample["__key__"],
+        }

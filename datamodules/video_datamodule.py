@@ -1,0 +1,163 @@
+"""The LightningDataModule over WebDataset video + pose shards (SPEC §5).
+
+Batches are dicts (``b`` batch, ``f`` frames, H x W the training size):
+- ``video``: float32 (b, 3, f, H, W) in [-1, 1]; ``ref_image``: (b, 3, H, W) in [-1, 1];
+- ``pose``: float32 (b, 3, f, H, W) in [0, 1]; ``ref_pose``: (b, 3, H, W) in [0, 1], skeletons
+  rendered at H x W in the release's channel order;
+- ``key``: list[str];
+- with ``use_latent_cache``: ``latent`` (b, 4, f, H/8, W/8), ``ref_latent`` (b, 4, H/8, W/8) and
+  ``clip_embed`` (b, d) instead of ``video`` / ``ref_image``.
+
+The training loader is a ``StatefulDataLoader``: Lightning 2.x stores its ``state_dict()`` in every
+checkpoint (``FitLoop.on_save_checkpoint`` -> ``loops.fit_loop.state_dict.combined_loader``) and
+loads it back on ``--ckpt_path`` resume, so training continues from the same sample. Skipped
+samples (too short, corrupt) are counted per reason in that state; :meth:`skip_counts` sums them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from datamodules.clips import ClipExample
+from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
+
+log = logging.getLogger(__name__)
+
+
+def _local_files_missing(spec: str) -> bool:
+    if "://" in spec or spec.startswith("pipe:"):
+        return False
+    if Path(spec).is_dir():
+        return not any(Path(spec).glob("*.tar"))
+    return not all(Path(url).exists() for url in expand_shards(spec))
+
+
+class VideoPoseDataModule(L.LightningDataModule):
+    """Video + pose clips from tar shards.
+
+    ``train_shards`` / ``val_shards``: a brace pattern (``data/train-{000000..000007}.tar``), a
+    directory (every ``*.tar`` in it), a ``pipe:`` command or an http(s) URL. Shards are shuffled
+    per epoch (seeded by ``seed`` and the epoch) and split by rank, then by worker; with DDP give
+    every rank the same number of batches (``resampled=True`` with ``limit_train_batches``, or as
+    many shards per rank). ``resampled=True`` streams forever, drawing shards with replacement.
+    ``shuffle_buffer > 0`` adds a sample-level shuffle buffer; resume stays exact but replays the
+    epoch's raw tar stream up to the saved position. ``synthetic_root``: when set and the train
+    shards are missing, ``prepare_data`` generates the demo dataset there.
+    """
+
+    def __init__(
+        self,
+        train_shards: str,
+        val_shards: str | None = None,
+        num_frames: int = 16,
+        frame_interval: int = 1,
+        height: int = 64,
+        width: int = 48,
+        resize: Literal["center_crop", "random_crop", "stretch"] = "center_crop",
+        batch_size: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle_shards: bool = True,
+        shuffle_buffer: int = 0,
+        resampled: bool = False,
+        draw_hands: bool = True,
+        draw_face: bool = False,
+        pose_jitter: bool = False,
+        val_batch_size: int | None = None,
+        synthetic_root: str | None = None,
+        use_latent_cache: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_shards, self.val_shards = train_shards, val_shards
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self.shuffle_shards, self.shuffle_buffer, self.resampled = shuffle_shards, shuffle_buffer, resampled
+        self.synthetic_root = synthetic_root
+        clip_args = dict(
+            num_frames=num_frames,
+            frame_interval=frame_interval,
+            height=height,
+            width=width,
+            draw_hands=draw_hands,
+            draw_face=draw_face,
+            use_latent_cache=use_latent_cache,
+        )
+        self.train_example = ClipExample(resize=resize, pose_jitter=pose_jitter, **clip_args)
+        val_resize = "center_crop" if resize == "random_crop" else resize
+        self.val_example = ClipExample(resize=val_resize, pose_jitter=False, **clip_args)
+        self._train_loader: StatefulDataLoader | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic_root is not None and _local_files_missing(self.train_shards):
+            from datamodules.synthetic import ensure_synthetic_dataset  # lazy: demo data only
+
+            log.info(
+                "train shards %s missing: generating the synthetic dataset in %s",
+                self.train_shards,
+                self.synthetic_root,
+            )
+            ensure_synthetic_dataset(self.synthetic_root)
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return distributed_rank()
+
+    def train_dataset(self) -> ShardStream:
+        rank, world_size = self._rank()
+        return ShardStream(
+            expand_shards(self.train_shards),
+            self.train_example,
+            seed=self.seed,
+            shuffle_shards=self.shuffle_shards,
+            shuffle_buffer=self.shuffle_buffer,
+            resampled=self.resampled,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        # persistent workers keep each worker's dataset (and so its epoch) across epochs
+        self._train_loader = StatefulDataLoader(
+            self.train_dataset(),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=True,
+        )
+        return self._train_loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_shards is None:
+            return []
+        rank, world_size = self._rank()
+        dataset = ShardStream(
+            expand_shards(self.val_shards),
+            self.val_example,
+            seed=self.seed,
+            shuffle_shards=False,
+            rank=rank,
+            world_size=world_size,
+            evaluation=True,
+        )
+        return DataLoader(dataset, batch_size=self.val_batch_size, num_workers=self.num_workers)
+
+    def skip_counts(self) -> dict[str, int]:
+        """Samples skipped so far by the training loader, reason -> count (summed over workers;
+        cumulative since the start of training, resumes included). Reasons: ``too_short``,
+        ``bad_video``, ``bad_pose``, ``missing_pose``, ``missing_video``, ``bad_tar``,
+        ``read_error``, ``missing_shard`` and, with the latent cache, ``missing_latents``,
+        ``bad_latents``, ``latent_size``."""
+        loader = self._train_loader
+        if loader is None:
+            return {}
+        if loader._iterator is None:  # state_dict() would start workers just to report nothing new
+            return skip_counts_from_loader_state(loader.next_iter_state or {}) or loader.dataset.skip_counts()
+        return skip_counts_from_loader_state(loader.state_dict())
