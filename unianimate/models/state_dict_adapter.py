@@ -109,7 +109,8 @@ def official_key_to_ours(key: str) -> str:
 
 
 def our_key_to_official(key: str, up_blocks_with_attention: set[int]) -> str:
-    for official, ours, table in _FIXED:
+    # Longest prefix first: "pose_encoder.frame_transformer." before "pose_encoder.".
+    for official, ours, table in sorted(_FIXED, key=lambda row: -len(row[1])):
         if key.startswith(ours):
             return official + _swap(key[len(ours) :], table, True, key)
     if m := re.fullmatch(r"unet\.down_blocks\.(\d+)\.conv\.(weight|bias)", key):
