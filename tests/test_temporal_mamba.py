@@ -1,16 +1,21 @@
 """TemporalMamba and the Mamba block: init, causality, mamba_ssm compatibility, backend errors."""
 
 import importlib.util
+import os
 
 import pytest
 import torch
 from torch import nn
 
-from unianimate.models.mamba import Mamba
-from unianimate.models.selective_scan import ScanBackendUnavailable
-from unianimate.models.temporal_mamba import TemporalMamba
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+from unianimate.models.mamba import Mamba  # noqa: E402
+from unianimate.models.selective_scan import ScanBackendUnavailable  # noqa: E402
+from unianimate.models.temporal_mamba import TemporalMamba  # noqa: E402
 
 HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 # mamba_ssm.modules.mamba_simple.Mamba(d_model=64) with defaults (d_state 16, d_conv 4, expand 2):
 # d_inner 128, dt_rank ceil(64 / 16) = 4.
@@ -112,3 +117,22 @@ def test_mamba_ssm_backend_missing_raises_with_install_command() -> None:
 def test_unknown_backend_raises() -> None:
     with pytest.raises(ValueError, match="scan_backend"):
         TemporalMamba(32, scan_backend="cuda")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton not installed: pip install "triton>=3.0"')
+def test_triton_backend_matches_torch_backend() -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reference = _perturbed(TemporalMamba(8)).to(device)
+    fused = TemporalMamba(8, scan_backend="triton").to(device)
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(1, 8, 5, 2, 1, device=device)
+    outs, grads = [], []
+    for module in (reference, fused):
+        xi = x.clone().requires_grad_()
+        out = module(xi)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([xi.grad, *(p.grad for p in module.parameters())])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -47,27 +47,28 @@ def selective_scan_ref(
 ) -> Tensor:
     """Reference loop (real A, per-sequence B and C), after mamba_ssm's `selective_scan_ref`.
 
-    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l); D, delta_bias: (d,). Returns (b, d, l).
+    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l); D, delta_bias: (d,). Returns (b, d, l)
+    in u's dtype; computes in float32 (float64 stays float64, for gradient checks).
     """
     dtype_in = u.dtype
-    u, delta = u.float(), delta.float()
+    compute = torch.float64 if dtype_in == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
     if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
+        delta = delta + delta_bias[..., None].to(compute)
     if delta_softplus:
         delta = F.softplus(delta)
-    B, C = B.float(), C.float()
     delta_a = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
     delta_b_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
-    x = A.new_zeros((u.shape[0], u.shape[1], A.shape[1]), dtype=delta.dtype)
+    x = A.new_zeros((u.shape[0], u.shape[1], A.shape[1]))
     ys = []
     for i in range(u.shape[2]):
         x = delta_a[:, :, i] * x + delta_b_u[:, :, i]
         ys.append(torch.einsum("bdn,bn->bd", x, C[:, :, i]))
     out = torch.stack(ys, dim=2)
     if D is not None:
-        out = out + u * rearrange(D, "d -> d 1")
+        out = out + u * rearrange(D.to(compute), "d -> d 1")
     if z is not None:
-        out = out * F.silu(z)
+        out = out * F.silu(z.to(compute))
     return out.to(dtype_in)
 
 

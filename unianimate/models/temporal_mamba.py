@@ -9,6 +9,7 @@ is GroupNorm -> Mamba over frames (causal, or bidirectional = forward + time-rev
 from einops import rearrange
 from torch import Tensor, nn
 
+from unianimate.models.init import zero_module
 from unianimate.models.mamba import Mamba
 from unianimate.models.selective_scan import ScanBackend
 
@@ -38,11 +39,8 @@ class TemporalMamba(nn.Module):
         self.mamba_reversed = (
             Mamba(channels, d_state, d_conv, expand, scan_backend=scan_backend) if bidirectional else None
         )
-        self.proj_out = nn.Linear(channels, channels)
-        # Zero output projection: the module starts as an identity, so inserting it into a
-        # pretrained UNet does not change the UNet's output. (Inline until models/init.py exists.)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        # Starts as the identity, so inserting it into a pretrained UNet changes nothing.
+        self.proj_out = zero_module(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (b, c, f, h, w) -> (b, c, f, h, w)."""
