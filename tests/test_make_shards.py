@@ -1,0 +1,165 @@
+"""tools/make_shards.py and datamodules/shard_builder.py on small generated videos."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import webdataset as wds
+
+from datamodules.format import PoseSequence, decode_mp4, encode_mp4
+from datamodules.shard_builder import BuildSettings, build_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+DANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dance_source.mp4"
+LENGTHS = {"ubc/a": 20, "ubc/b": 24, "tiktok/00001": 18}
+
+
+def _frames(n: int, seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((n, height, width, 3), dtype=np.uint8)
+    for i in range(n):
+        frames[i, 8 + i % 20 : 24 + i % 20, 10:30] = rng.integers(0, 255, 3)
+        frames[i, ..., 2] = rng.integers(0, 255, (height, width))  # noise makes the mp4 big
+    return frames
+
+
+def _pose(n: int, seed: int) -> PoseSequence:
+    rng = np.random.default_rng(seed)
+    return PoseSequence(rng.random((n, 20, 3), dtype=np.float32), rng.random((n, 2, 21, 3), dtype=np.float32))
+
+
+@pytest.fixture
+def videos(tmp_path: Path) -> tuple[Path, Path]:
+    root, poses = tmp_path / "videos", tmp_path / "poses"
+    (root / "ubc").mkdir(parents=True)
+    poses.mkdir()
+    for seed, (name, n) in enumerate(LENGTHS.items()):
+        if name.startswith("ubc"):
+            (root / f"{name}.mp4").write_bytes(encode_mp4(_frames(n, seed), fps=30))
+        else:  # TikTok layout: <video>/images/0000.png ...
+            images = root / name / "images"
+            images.mkdir(parents=True)
+            for i, frame in enumerate(_frames(n, seed)):
+                cv2.imwrite(str(images / f"{i:04d}.png"), frame[..., ::-1])
+        (poses / f"{name.replace('/', '_')}.pose.npz").write_bytes(_pose(n, seed).to_npz_bytes())
+    (root / "ubc" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    (root / "ubc" / "short.mp4").write_bytes(encode_mp4(_frames(4, 9), fps=30))
+    (poses / "ubc_short.pose.npz").write_bytes(_pose(4, 9).to_npz_bytes())
+    return root, poses
+
+
+def _read_shards(out: Path, manifest: dict) -> dict[str, dict]:
+    urls = [str(out / s["name"]) for s in manifest["shards"]]
+    return {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def _build(root: Path, poses: Path, out: Path, **kwargs) -> dict:
+    settings = BuildSettings("precomputed", min_frames=8)
+    return build_shards(root, out, settings, pose_dir=poses, progress=False, **kwargs)
+
+
+def test_shards_manifest_and_skips(videos: tuple[Path, Path], tmp_path: Path) -> None:
+    root, poses = videos
+    out = tmp_path / "shards"
+    cap = 60_000
+    manifest = _build(root, poses, out, max_shard_bytes=cap, workers=2)
+    assert manifest["samples"] == 3 and manifest["frames"] == sum(LENGTHS.values())
+    assert set(manifest["videos"]) == set(LENGTHS)
+    assert manifest["skipped"]["ubc/short"] == "too short: 4 frames < 8"
+    assert manifest["skipped"]["ubc/corrupt"].startswith("InvalidDataError")
+    assert len(manifest["shards"]) >= 2, "the cap should have split the shards"
+    for shard in manifest["shards"]:
+        path = out / shard["name"]
+        assert path.stat().st_size <= cap and shard["bytes"] == path.stat().st_size
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+    samples = _read_shards(out, manifest)
+    assert sorted(samples) == sorted(n.replace("/", "_") for n in LENGTHS)
+    for seed, (name, n) in enumerate(LENGTHS.items()):
+        sample = samples[name.replace("/", "_")]
+        pose = PoseSequence.from_npz_bytes(sample["pose.npz"])
+        np.testing.assert_array_equal(pose.body, _pose(n, seed).body)
+        frames = decode_mp4(sample["mp4"])
+        assert frames.shape == (n, 48, 64, 3)
+        assert np.abs(frames[..., :2].astype(int) - _frames(n, seed)[..., :2]).mean() < 8
+        meta = json.loads(sample["json"])
+        assert meta["frames"] == n and meta["video"] == name and meta["fps"] == 30
+
+
+def test_rerun_resumes_after_a_crash(videos: tuple[Path, Path], tmp_path: Path) -> None:
+    root, poses = videos
+    out = tmp_path / "shards"
+    tiktok = root / "tiktok"
+    tiktok.rename(tmp_path / "later")  # first run: the mp4 files only
+    first = _build(root, poses, out, max_shard_bytes=60_000)
+    assert set(first["videos"]) == {"ubc/a", "ubc/b"}
+    hashes = {s["name"]: s["sha256"] for s in first["shards"]}
+    (tmp_path / "later").rename(tiktok)
+    # A crash while the last shard was open: its "shard" line never reached the log.
+    log = out / "progress.jsonl"
+    lines = log.read_text().splitlines()
+    lost = json.loads(lines[-1])
+    assert lost["event"] == "shard"
+    log.write_text("\n".join(lines[:-1]) + "\n")
+
+    second = _build(root, poses, out, max_shard_bytes=60_000)
+    assert second["samples"] == 3 and set(second["videos"]) == set(LENGTHS)
+    assert set(second["skipped"]) == {"ubc/corrupt", "ubc/short"}
+    kept = {
+        s["name"]: s["sha256"] for s in second["shards"] if s["name"] in hashes and s["name"] != lost["name"]
+    }
+    assert kept == {k: v for k, v in hashes.items() if k != lost["name"]}, "closed shards are left alone"
+    samples = _read_shards(out, second)
+    assert sorted(samples) == sorted(n.replace("/", "_") for n in LENGTHS)
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(s["name"] for s in second["shards"])
+
+    third = _build(root, poses, out, max_shard_bytes=60_000)  # nothing left to do
+    assert third == second
+
+
+def test_settings_change_is_refused(videos: tuple[Path, Path], tmp_path: Path) -> None:
+    root, poses = videos
+    _build(root, poses, tmp_path / "shards")
+    with pytest.raises(ValueError, match="was built with"):
+        build_shards(root, tmp_path / "shards", BuildSettings("precomputed", min_frames=2), pose_dir=poses)
+
+
+def test_cli_max_side_and_workers(videos: tuple[Path, Path], tmp_path: Path) -> None:
+    root, poses = videos
+    out = tmp_path / "shards"
+    command = [sys.executable, str(ROOT / "tools" / "make_shards.py"), str(root), str(out)]
+    command += ["--pose-backend", "precomputed", "--pose-dir", str(poses), "--workers", "2"]
+    command += ["--min-frames", "8", "--max-side", "32"]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["samples"] == 3 and len(manifest["skipped"]) == 2
+    for sample in _read_shards(out, manifest).values():
+        assert decode_mp4(sample["mp4"]).shape[1:3] == (24, 32)  # 48x64 -> longer side 32, even
+
+
+@pytest.mark.slow
+def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
+    if not DANCE.is_file():
+        pytest.skip(f"example video absent: {DANCE}")
+    if importlib.util.find_spec("mediapipe") is None:
+        pytest.skip("mediapipe not installed (pip install -e '.[pose]' in a numpy<2 environment)")
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "dance.mp4").symlink_to(DANCE)
+    manifest = build_shards(
+        root, tmp_path / "shards", BuildSettings("mediapipe", max_side=256), progress=False
+    )
+    assert manifest["samples"] == 1 and manifest["frames"] == 150 and not manifest["skipped"]
+    sample = _read_shards(tmp_path / "shards", manifest)["dance"]
+    pose = PoseSequence.from_npz_bytes(sample["pose.npz"])
+    assert (pose.body[:, 1, 2] > 0.3).mean() >= 0.95
+    assert decode_mp4(sample["mp4"], [0]).shape == (1, 256, 160, 3)
