@@ -19,6 +19,7 @@ import math
 import cv2
 import numpy as np
 import torch
+from einops import rearrange
 
 from datamodules.format import BODY_POINTS, FACE_POINTS, HAND_POINTS, PoseSequence
 
@@ -144,7 +145,7 @@ def render_pose_sequence(pose: PoseSequence, height: int, width: int, **kwargs) 
 
 def pose_frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 pictures (f, H, W, 3) -> float32 tensor (3, f, H, W) in [0, 1], the UNet's pose range."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "f h w c -> c f h w").float() / 255.0
 
 
 def pose_from_openpose134(xy_norm: np.ndarray, score: np.ndarray, threshold: float = 0.3) -> PoseSequence:

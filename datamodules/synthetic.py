@@ -135,7 +135,10 @@ def figure_pose(appearance: Appearance, num_frames: int, seed: int) -> tuple[np.
     for side, (sho, hip) in ((-1.0, (R_SHO, R_HIP)), (1.0, (L_SHO, L_HIP))):
         body[:, sho] = neck + s * _rotate(np.array([[side * a.torso_width, 0.0]]), 0.5 * sway)
         body[:, hip] = neck + s * _rotate(np.array([[side * a.hip_width, 0.30]]), sway)
-    head = lambda dx, dy: neck + s * _rotate(np.array([[dx, dy]]), tilt)  # noqa: E731
+
+    def head(dx: float, dy: float) -> np.ndarray:
+        return neck + s * _rotate(np.array([[dx, dy]]), tilt)
+
     body[:, NOSE] = head(0.0, -0.10)
     body[:, R_EYE], body[:, L_EYE] = head(-0.025, -0.125), head(0.025, -0.125)
     body[:, R_EAR], body[:, L_EAR] = head(-0.05, -0.11), head(0.05, -0.11)
@@ -179,7 +182,10 @@ def draw_figure(
         draw_background(appearance, height, width), (width * ss, height * ss), cv2.INTER_NEAREST
     )
     scale = np.array([width * ss, height * ss]) * (1 << _SHIFT)
-    pt = lambda p: tuple(int(round(v)) for v in p * scale)  # noqa: E731
+
+    def pt(p: np.ndarray) -> tuple[int, ...]:  # normalised -> fixed-point pixel coordinates
+        return tuple(int(round(v)) for v in p * scale)
+
     unit = height * ss * appearance.height / 0.95  # pixels per figure unit
     thick = max(2, int(round(appearance.limb_width * unit)))
 
@@ -307,25 +313,16 @@ def ensure_synthetic_dataset(
     out = {}
     for split, (count, identities) in splits.items():
         directory = root / split
-        wanted = {
-            "samples": count,
-            "frames_per_video": num_frames,
-            "height": height,
-            "width": width,
-            "seed": seed,
-        }
+        split_seed = seed if split == "train" else seed + 1  # no motion shared between the splits
+        wanted = {"samples": count, "frames_per_video": num_frames, "height": height, "width": width}
+        wanted["seed"] = split_seed
         manifest_path = directory / "manifest.json"
         if manifest_path.exists():
             manifest = json.loads(manifest_path.read_text())
             if all(manifest.get(k) == v for k, v in wanted.items()):
                 out[split] = [directory / name for name in manifest["shards"]]
                 continue
-        split_seed = seed if split == "train" else seed + 1
-        shards = write_synthetic_shards(
+        out[split] = write_synthetic_shards(
             directory, count, num_frames, height, width, 8, split_seed, split, identities
         )
-        manifest = json.loads(manifest_path.read_text())
-        manifest["seed"] = seed  # the dataset seed (val videos use seed + 1 internally)
-        manifest_path.write_text(json.dumps(manifest, indent=1))
-        out[split] = shards
     return out
