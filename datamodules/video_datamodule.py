@@ -16,6 +16,7 @@ samples (too short, corrupt) are counted per reason in that state; :meth:`skip_c
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,48 @@ def _local_files_missing(spec: str) -> bool:
     if Path(spec).is_dir():
         return not any(Path(spec).glob("*.tar"))
     return not all(Path(url).exists() for url in expand_shards(spec))
+
+
+class _TrainFetcherLoader(StatefulDataLoader):
+    """A ``StatefulDataLoader`` whose ``state_dict()`` excludes the batch Lightning holds in advance.
+
+    Lightning's training fetcher (``lightning.pytorch.loops.fetchers._PrefetchDataFetcher``) draws
+    one batch ahead from a loader of unknown length, so when a checkpoint is written after step n
+    the loader has already produced batch n + 1; its plain state would resume at n + 2. This
+    loader reports the state from before its latest batch, or the end state once the epoch's
+    stream has ended (the fetcher then holds nothing).
+    """
+
+    _before_latest: dict | None = None
+
+    def __iter__(self):
+        return _StateBeforeLatest(self, super().__iter__())
+
+    def state_dict(self) -> dict:
+        return self._before_latest if self._before_latest is not None else super().state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._before_latest = None
+        super().load_state_dict(state_dict)
+
+
+class _StateBeforeLatest:
+    def __init__(self, loader: _TrainFetcherLoader, iterator) -> None:
+        self.loader, self.iterator = loader, iterator
+        loader._before_latest = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        state = copy.deepcopy(self.iterator.state_dict())
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            self.loader._before_latest = None
+            raise
+        self.loader._before_latest = state
+        return batch
 
 
 class VideoPoseDataModule(L.LightningDataModule):
@@ -124,8 +167,10 @@ class VideoPoseDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
-        # persistent workers keep each worker's dataset (and so its epoch) across epochs
-        self._train_loader = StatefulDataLoader(
+        # Under a Trainer the checkpointed state must leave out the batch the fetcher prefetched.
+        # Persistent workers keep each worker's dataset (and so its epoch) across epochs.
+        loader_class = StatefulDataLoader if self.trainer is None else _TrainFetcherLoader
+        self._train_loader = loader_class(
             self.train_dataset(),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
