@@ -195,11 +195,16 @@ class VideoPoseDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.val_batch_size, num_workers=self.num_workers)
 
     def skip_counts(self) -> dict[str, int]:
-        """Samples skipped so far by the training loader, reason -> count (summed over workers;
-        cumulative since the start of training, resumes included). Reasons: ``too_short``,
-        ``bad_video``, ``bad_pose``, ``missing_pose``, ``missing_video``, ``bad_tar``,
-        ``read_error``, ``missing_shard`` and, with the latent cache, ``missing_latents``,
-        ``bad_latents``, ``latent_size``."""
+        """Samples skipped so far by the training loader, reason -> count, summed over workers and
+        cumulative since the start of training (a resumed run continues the counts).
+
+        Reasons: ``too_short``, ``bad_video``, ``missing_video``, ``bad_pose``, ``missing_pose``,
+        ``bad_tar`` (truncated or unreadable tar), ``read_error``, ``missing_shard`` and, with the
+        latent cache, ``missing_latents``, ``bad_latents``, ``latent_size``. The counts live in
+        the loader's state (each worker's ``ShardStream`` state), so they are also in every
+        checkpoint. With workers, a worker reports its state with each batch, so skips after its
+        last sample of an epoch appear when the next epoch starts.
+        """
         loader = self._train_loader
         if loader is None:
             return {}
