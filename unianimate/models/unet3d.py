@@ -139,20 +139,19 @@ class UNet3D(nn.Module):
         self.attention = attention
         self.checkpointing = checkpointing
         emb_dim = 4 * base_channels
-        self._mamba_options = dict(
-            d_state=mamba_d_state,
-            d_conv=mamba_d_conv,
-            expand=mamba_expand,
-            bidirectional=mamba_bidirectional,
-            scan_backend=scan_backend,
-        )
-        self._temporal = temporal
 
         def temporal_module(channels: int, heads: int) -> nn.Module:
             if temporal == "mamba":
                 from unianimate.models.temporal_mamba import TemporalMamba
 
-                return TemporalMamba(channels, **self._mamba_options)
+                return TemporalMamba(
+                    channels,
+                    d_state=mamba_d_state,
+                    d_conv=mamba_d_conv,
+                    expand=mamba_expand,
+                    bidirectional=mamba_bidirectional,
+                    scan_backend=scan_backend,
+                )
             return TemporalTransformer(channels, heads, head_dim, backend=attention)
 
         def attention_pair(channels: int) -> tuple[SpatialTransformer, nn.Module]:

@@ -46,7 +46,14 @@ def _zero_dropped(x: Tensor, drop: Tensor | None) -> Tensor:
 
 
 class UniAnimate(nn.Module):
-    """Denoiser ``(x_t, t, Conditions) -> v``. ``unet`` is built outside (LightningCLI nests it)."""
+    """Denoiser ``(x_t, t, Conditions) -> v``. ``unet`` is built outside (LightningCLI nests it).
+
+    ``first_frame_stream``: the release's pixel first-frame encoder ("local_image").
+    ``reference_guidance``: reference latent + reference pose encoders and the extra frame 0; without
+    it the UNet runs on the f frames only. ``clip_tokens``: the CLIP-token MLP; without it the
+    ``num_clip_tokens`` context tokens are always zeros (as in the release without "image").
+    The unified first-frame *latent* conditioning is done by the caller on ``x``.
+    """
 
     def __init__(
         self,
@@ -59,7 +66,6 @@ class UniAnimate(nn.Module):
         first_frame_stream: bool = True,
         reference_guidance: bool = True,
         clip_tokens: bool = True,
-        encoder_hidden_channels: int = 32,
     ) -> None:
         super().__init__()
         latent_channels = unet.out_channels
@@ -72,6 +78,7 @@ class UniAnimate(nn.Module):
         if unet.context_dim != context_dim:
             raise ValueError(f"context_dim={context_dim} differs from unet.context_dim={unet.context_dim}")
         backend = unet.attention
+        hidden = 4 * pose_channels  # every condition encoder is 4 x concat_dim wide in the release
         self.context_dim = context_dim
         self.num_clip_tokens = num_clip_tokens
         self.pose_channels = pose_channels
@@ -80,15 +87,13 @@ class UniAnimate(nn.Module):
         self.clip_proj = (
             ClipTokenMLP(clip_dim or context_dim, context_dim, num_clip_tokens) if clip_tokens else None
         )
-        self.pose_encoder = PixelEncoder(pose_channels, encoder_hidden_channels, backend)
+        self.pose_encoder = PixelEncoder(pose_channels, hidden, backend)
         self.first_frame_encoder = (
-            PixelEncoder(pose_channels, encoder_hidden_channels, backend) if first_frame_stream else None
+            PixelEncoder(pose_channels, hidden, backend) if first_frame_stream else None
         )
         if reference_guidance:
-            self.ref_latent_encoder = LatentEncoder(
-                latent_channels, ref_channels, encoder_hidden_channels, backend
-            )
-            self.ref_pose_encoder = PixelEncoder(ref_channels, encoder_hidden_channels, backend)
+            self.ref_latent_encoder = LatentEncoder(latent_channels, ref_channels, hidden, backend)
+            self.ref_pose_encoder = PixelEncoder(ref_channels, hidden, backend)
         else:
             self.ref_latent_encoder = None
             self.ref_pose_encoder = None
