@@ -194,3 +194,24 @@ def test_latent_cache_batches(tmp_path):
     assert "video" not in batch and sorted(batch["key"]) == ["cached0", "cached1"]
     with pytest.raises(ValueError, match="latent cache"):
         datamodule(str(tmp_path / "cache.tar"), use_latent_cache=True, resize="random_crop")
+
+
+def test_pose_jitter_moves_the_driving_poses_only(shards):
+    plain = next(iter(datamodule(shards["train"]).train_dataloader()))
+    jittered = next(iter(datamodule(shards["train"], pose_jitter=True).train_dataloader()))
+    assert plain["key"] == jittered["key"] and torch.equal(plain["video"], jittered["video"])
+    assert torch.equal(plain["ref_pose"], jittered["ref_pose"])
+    assert not torch.equal(plain["pose"], jittered["pose"])
+
+
+def test_prepare_data_generates_missing_demo_data(tmp_path, monkeypatch):
+    import datamodules.synthetic
+
+    calls = []
+    monkeypatch.setattr(datamodules.synthetic, "ensure_synthetic_dataset", lambda root: calls.append(root))
+    datamodule(str(tmp_path / "demo" / "train"), synthetic_root=str(tmp_path / "demo")).prepare_data()
+    assert calls == [str(tmp_path / "demo")]
+    make_shards(tmp_path, "train", 1, 1)
+    datamodule(str(tmp_path / "train-000000.tar"), synthetic_root=str(tmp_path / "demo")).prepare_data()
+    datamodule(str(tmp_path / "train-000000.tar")).prepare_data()
+    assert len(calls) == 1  # shards present (or no synthetic_root): nothing generated
