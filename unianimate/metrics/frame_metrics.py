@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-# cv2.cvtColor(..., COLOR_BGR2GRAY) on uint8: fixed-point BT.601 weights scaled by 2**14, rounded
-# (opencv modules/imgproc/src/color_rgb.simd.hpp); reproduced exactly so the grayscale SSIM of
-# ``disco_ssim`` matches DisCo's inputs bit for bit.
-_GRAY_R, _GRAY_G, _GRAY_B, _GRAY_SHIFT = 4899, 9617, 1868, 14
+# cv2.cvtColor(..., COLOR_BGR2GRAY) on uint8: BT.601 weights in 15-bit fixed point, rounded
+# (OpenCV's RY15/GY15/BY15 and gray_shift, imgproc/src/color.hpp); reproduced exactly so the
+# grayscale SSIM of ``disco_ssim`` sees DisCo's inputs bit for bit (tested against cv2).
+_GRAY_R, _GRAY_G, _GRAY_B, _GRAY_SHIFT = 9798, 19235, 3735, 15
 
 
 def _check_pair(generated: Tensor, target: Tensor) -> None:

@@ -10,6 +10,8 @@ output, also used by StyleGAN-V and DisCo), not the 1024-d pooled Mixed_5c activ
 symmetric eigendecompositions in float64 and is tested equal to it.
 """
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,9 +64,16 @@ def frechet_distance_torch(
     return float(diff @ diff + s1.trace() + s2.trace() - 2.0 * tr_covmean)
 
 
-def fvd_from_features(generated: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
-    """Fréchet distance between two feature sets (n1, d) and (n2, d)."""
-    return frechet_distance(*gaussian_stats(generated), *gaussian_stats(target))
+def fvd_from_features(
+    generated: Tensor | np.ndarray, target: Tensor | np.ndarray, backend: Literal["scipy", "torch"] = "scipy"
+) -> float:
+    """Fréchet distance between two feature sets (n1, d) and (n2, d).
+
+    ``scipy`` is the reference; ``torch`` gives the same value (tested) and at d = 400 is tens of
+    times cheaper than ``sqrtm``'s Schur decomposition, which matters on a busy CPU.
+    """
+    fd = {"scipy": frechet_distance, "torch": frechet_distance_torch}[backend]
+    return fd(*gaussian_stats(generated), *gaussian_stats(target))
 
 
 def split_clips(video: Tensor, frames_per_clip: int, stride: int = 1) -> Tensor:

@@ -17,7 +17,8 @@ FVD        one sample per 16-frame clip; bilinear   one sample per video: mean o
            resize to 224; I3D logits                logits; bicubic resize to 224; I3D logits
 =========  =======================================  ============================================
 
-Frame metrics are means over all frames of all videos. Both modes resize frames to
+Frame metrics are means over all frames of all videos. FVD uses the torch eigendecomposition
+path of :mod:`unianimate.metrics.fvd`, tested equal to the SciPy ``sqrtm`` reference. Both modes resize frames to
 ``resolution`` first (bilinear, antialiased) when they differ. DisCo's script subtracted uint8
 arrays for PSNR, which wraps around; published tables were corrected (SPEC §6 quotes the corrected
 UniAnimate PSNR), and so is ``disco_compat``.
@@ -167,7 +168,8 @@ class VideoMetrics:
             gen, tgt = torch.cat(self.features["generated"]), torch.cat(self.features["target"])
             out["fvd_samples"] = int(gen.shape[0])
             # A covariance needs at least two samples; report NaN rather than fail the whole run.
-            out["fvd"] = fvd_from_features(gen.numpy(), tgt.numpy()) if gen.shape[0] >= 2 else math.nan
+            enough = gen.shape[0] >= 2
+            out["fvd"] = fvd_from_features(gen.numpy(), tgt.numpy(), backend="torch") if enough else math.nan
         return out
 
 
