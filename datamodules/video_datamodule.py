@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -40,44 +42,51 @@ def _local_files_missing(spec: str) -> bool:
 
 
 class _TrainFetcherLoader(StatefulDataLoader):
-    """A ``StatefulDataLoader`` whose ``state_dict()`` excludes the batch Lightning holds in advance.
+    """The training ``StatefulDataLoader`` as Lightning's fit loop uses it.
 
-    Lightning's training fetcher (``lightning.pytorch.loops.fetchers._PrefetchDataFetcher``) draws
-    one batch ahead from a loader of unknown length, so when a checkpoint is written after step n
-    the loader has already produced batch n + 1; its plain state would resume at n + 2. This
-    loader reports the state from before its latest batch, or the end state once the epoch's
-    stream has ended (the fetcher then holds nothing).
+    - ``state_dict()`` leaves out the batches the training fetcher holds in advance: for a loader
+      of unknown length ``lightning.pytorch.loops.fetchers._PrefetchDataFetcher`` draws one batch
+      ahead (kept in its ``batches``), so when a checkpoint is written after step n the loader has
+      already produced batch n + 1 and its plain state would resume at n + 2.
+    - A new ``iter()`` while the stream has not ended (an epoch cut by ``limit_train_batches``,
+      or an endless ``resampled`` stream) continues the same iterator instead of restarting the
+      workers, which would drop the batches they had prefetched.
     """
 
-    _before_latest: dict | None = None
+    def __init__(self, *args, batches_held: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches_held = batches_held
+        self._states_before: deque[dict] = deque(maxlen=4)  # state before each recent batch
 
     def __iter__(self):
-        return _StateBeforeLatest(self, super().__iter__())
+        iterator = self._iterator
+        if iterator is None or iterator._finished or self._initial_iter_for_state_dict:
+            self._states_before.clear()
+            iterator = super().__iter__()
+        return _RecordStates(iterator, self._states_before)
 
     def state_dict(self) -> dict:
-        return self._before_latest if self._before_latest is not None else super().state_dict()
+        held = self._batches_held()
+        if 0 < held <= len(self._states_before):
+            return self._states_before[-held]
+        return super().state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._before_latest = None
+        self._states_before.clear()
         super().load_state_dict(state_dict)
 
 
-class _StateBeforeLatest:
-    def __init__(self, loader: _TrainFetcherLoader, iterator) -> None:
-        self.loader, self.iterator = loader, iterator
-        loader._before_latest = None
+class _RecordStates:
+    def __init__(self, iterator, states: deque) -> None:
+        self.iterator, self.states = iterator, states
 
     def __iter__(self):
         return self
 
     def __next__(self):
         state = copy.deepcopy(self.iterator.state_dict())
-        try:
-            batch = next(self.iterator)
-        except StopIteration:
-            self.loader._before_latest = None
-            raise
-        self.loader._before_latest = state
+        batch = next(self.iterator)
+        self.states.append(state)
         return batch
 
 
@@ -169,15 +178,23 @@ class VideoPoseDataModule(L.LightningDataModule):
     def train_dataloader(self) -> StatefulDataLoader:
         # Under a Trainer the checkpointed state must leave out the batch the fetcher prefetched.
         # Persistent workers keep each worker's dataset (and so its epoch) across epochs.
-        loader_class = StatefulDataLoader if self.trainer is None else _TrainFetcherLoader
-        self._train_loader = loader_class(
-            self.train_dataset(),
+        kwargs = dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
         )
+        if self.trainer is None:
+            self._train_loader = StatefulDataLoader(self.train_dataset(), **kwargs)
+        else:
+            self._train_loader = _TrainFetcherLoader(
+                self.train_dataset(), batches_held=self._batches_held_by_fetcher, **kwargs
+            )
         return self._train_loader
+
+    def _batches_held_by_fetcher(self) -> int:
+        fetcher = getattr(self.trainer.fit_loop, "_data_fetcher", None)
+        return len(getattr(fetcher, "batches", ()))  # _PrefetchDataFetcher's look-ahead
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_shards is None:

@@ -105,10 +105,20 @@ class KeyRecorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.parametrize(("stop", "num_workers"), [(5, 0), (8, 0), (5, 2)])
-def test_lightning_checkpoint_resumes_the_data_position(shards, tmp_path, stop, num_workers):
+# (stop, num_workers, data args, trainer args); 8 batches per epoch unless limited
+CASES = [
+    (5, 0, {}, {}),  # mid-epoch: Lightning has prefetched batch 6
+    (8, 0, {}, {}),  # at the epoch's end: nothing prefetched
+    (5, 2, {}, {}),
+    (4, 0, {"resampled": True}, {"limit_train_batches": 4}),  # epochs cut by the limit: no prefetch
+    (6, 2, {"resampled": True}, {"limit_train_batches": 4}),
+]
+
+
+@pytest.mark.parametrize(("stop", "num_workers", "data", "limits"), CASES)
+def test_lightning_checkpoint_resumes_the_data_position(shards, tmp_path, stop, num_workers, data, limits):
     """``--ckpt_path`` resume: the checkpoint carries the loader state and training continues with
-    the very next batch, mid-epoch and at the epoch's end (8 batches per epoch)."""
+    the very next batch, mid-epoch, at an epoch's end and across epochs cut by a batch limit."""
 
     def trainer(max_steps: int, **kw) -> L.Trainer:
         return L.Trainer(
@@ -118,20 +128,24 @@ def test_lightning_checkpoint_resumes_the_data_position(shards, tmp_path, stop, 
             enable_progress_bar=False,
             enable_model_summary=False,
             default_root_dir=tmp_path,
+            **limits,
             **kw,
         )
 
+    def dm() -> VideoPoseDataModule:
+        return make_dm(shards, num_workers=num_workers, **data)
+
     full = KeyRecorder()
-    trainer(11).fit(full, datamodule=make_dm(shards, num_workers=num_workers))
+    trainer(11).fit(full, datamodule=dm())
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1
     )
     part = KeyRecorder()
-    trainer(stop, callbacks=[checkpoint]).fit(part, datamodule=make_dm(shards, num_workers=num_workers))
-    path = tmp_path / f"epoch=0-step={stop}.ckpt"
+    trainer(stop, callbacks=[checkpoint]).fit(part, datamodule=dm())
+    (path,) = tmp_path.glob(f"*step={stop}.ckpt")
     saved = torch.load(path, weights_only=False)
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]  # the StatefulDataLoader's state
     resumed = KeyRecorder()
-    trainer(11).fit(resumed, datamodule=make_dm(shards, num_workers=num_workers), ckpt_path=str(path))
+    trainer(11).fit(resumed, datamodule=dm(), ckpt_path=str(path))
     assert part.seen == full.seen[: 2 * stop]
     assert resumed.seen == full.seen[2 * stop :]
