@@ -121,12 +121,15 @@ def test_i3d_round_trip_and_shapes(weights, i3d):
         assert torch.equal(load_i3d(full)(x), logits)
 
 
-def test_adaptive_pool_equals_port_pool_at_224():
-    # At 224x224 input Mixed_5c is 7x7: the port's AvgPool3d((1, 7, 7)) and our adaptive pool agree.
-    feats = torch.randn(2, 1024, 2, 7, 7)
-    port = F.avg_pool3d(feats, (1, 7, 7), stride=1)
-    ours = F.adaptive_avg_pool3d(feats, (2, 1, 1))
-    assert torch.allclose(port, ours, atol=1e-6)
+def test_i3d_at_224_matches_port_pooling(i3d):
+    # The standard input: a 16-frame 224x224 clip. Mixed_5c is then 2x7x7 and the port's fixed
+    # AvgPool3d((1, 7, 7)) -> logits -> squeeze -> mean over time equals our forward.
+    x = torch.rand(1, 3, 16, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        feats = i3d.trunk(x)
+        assert feats.shape == (1, 1024, 2, 7, 7)
+        port = i3d.logits(F.avg_pool3d(feats, (1, 7, 7), stride=1)).squeeze(3).squeeze(3).mean(2)
+        assert torch.allclose(i3d(x), port, rtol=1e-5, atol=1e-5)
 
 
 def test_protocol_with_random_weights(weights):
