@@ -93,7 +93,10 @@ def split_clips(video: Tensor, frames_per_clip: int, stride: int = 1) -> Tensor:
 
 
 def i3d_input(clips: Tensor, size: int, mode: str = "bilinear") -> Tensor:
-    """Clips (b, 3, t, H, W) in [0, 1] -> resized to size x size and scaled to [-1, 1] for I3D."""
+    """Clips (b, 3, t, H, W) in [0, 1] -> resized to size x size and scaled to [-1, 1] for I3D.
+
+    The aspect ratio is not kept (frames are squashed to a square), as in DisCo and StyleGAN-V.
+    """
     b = clips.shape[0]
     frames = rearrange(clips, "b c t h w -> (b t) c h w")
     if frames.shape[-2:] != (size, size):
