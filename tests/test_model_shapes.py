@@ -194,3 +194,15 @@ def test_mamba_temporal_modules() -> None:
     x, t, cond = inputs(f=3)
     with torch.no_grad():
         assert model(x, t, cond).shape == x.shape
+
+
+def test_runs_with_bfloat16_weights() -> None:
+    """A model held in bf16 (e.g. a DeepSpeed bf16 strategy) runs without dtype mismatches."""
+    model = randomise(tiny()).to(torch.bfloat16).eval()
+    x, t, cond = inputs()
+    cond = Conditions(
+        **{k: v.bfloat16() if isinstance(v, torch.Tensor) else v for k, v in cond.__dict__.items()}
+    )
+    with torch.no_grad():
+        out = model(x.bfloat16(), t, cond)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()

@@ -212,7 +212,10 @@ class UNet3D(nn.Module):
         Every frame of a sample gets the same timestep embedding and context.
         """
         b, _, f = x.shape[:3]
-        emb = self.time_embed(timestep_embedding(t, self.base_channels)).repeat_interleave(f, dim=0)
+        # Computed in float32 as released, then cast for a model held in bf16/fp16.
+        emb = self.time_embed(timestep_embedding(t, self.base_channels).to(x.dtype)).repeat_interleave(
+            f, dim=0
+        )
         context = context.repeat_interleave(f, dim=0)
 
         h = self.conv_in(rearrange(x, "b c f h w -> (b f) c h w"))
