@@ -138,6 +138,7 @@ class UNet3D(nn.Module):
         self.context_dim = context_dim
         self.attention = attention
         self.checkpointing = checkpointing
+        self.size_multiple = 2 ** (len(channel_mult) - 1)
         emb_dim = 4 * base_channels
 
         def temporal_module(channels: int, heads: int) -> nn.Module:
@@ -211,7 +212,9 @@ class UNet3D(nn.Module):
 
         Every frame of a sample gets the same timestep embedding and context.
         """
-        b, _, f = x.shape[:3]
+        b, _, f, height, width = x.shape
+        if height % self.size_multiple or width % self.size_multiple:
+            raise ValueError(f"latent size {height}x{width} must be a multiple of {self.size_multiple}")
         # Computed in float32 as released, then cast for a model held in bf16/fp16.
         emb = self.time_embed(timestep_embedding(t, self.base_channels).to(x.dtype)).repeat_interleave(
             f, dim=0
