@@ -162,6 +162,14 @@ class ShardStream(IterableDataset):
         updates ``state['cursor']`` / ``state['in_shard']`` before each yield."""
         skipped = Counter()
         order = None if self.resampled else self.shard_order(state["epoch"])
+        if order == []:
+            log.warning(
+                "rank %d worker %d has no shards: %d shards for %d ranks x workers",
+                self.rank,
+                self._worker()[0],
+                len(self.urls),
+                self.world_size * self._worker()[1],
+            )
         while order is None or state["cursor"] < len(order):
             cursor = state["cursor"]
             url = self._resampled_shard(cursor) if order is None else order[cursor]
