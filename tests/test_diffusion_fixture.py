@@ -69,6 +69,9 @@ def test_ddim_timesteps(fx, n):
     assert [previous_timestep(sched, t) for t in steps] == fx[f"ddim{n}.prev_steps"].tolist()
     if n == 30:
         assert len(steps) == 31 and sched.config.num_train_timesteps // sched.num_inference_steps == 33
+    # the last step lands on abar[0], which is diffusers' final_alpha_cumprod (set_alpha_to_one=False)
+    assert previous_timestep(sched, steps[-1]) == 0
+    assert sched.final_alpha_cumprod == sched.alphas_cumprod[0] == fx["alphas_cumprod"][0]
 
 
 def test_q_sample_v_and_x0(fx):
@@ -86,6 +89,17 @@ def test_single_ddim_step(fx, name):
         x0, x_prev = ddim_step(sched, fx[f"{name}.v"][i : i + 1], t, fx[f"{name}.xt"][i : i + 1])
         close(x0, fx[f"{name}.x0_pred"][i : i + 1])
         close(x_prev, fx[f"{name}.xt_prev"][i : i + 1])
+
+
+def test_diffusers_step_differs_only_by_rounding(fx):
+    """Why `ddim_step` exists: diffusers' DDIMScheduler.step takes the same path (same abar_prev,
+    also after t = 1) but rounds epsilon differently, about 1e-6 off the release at t = 1."""
+    sched = make_sampling_scheduler(30)
+    for name in ("step1", "step2"):
+        for i, t in enumerate(fx[f"{name}.t"].tolist()):
+            out = sched.step(fx[f"{name}.v"][i : i + 1], t, fx[f"{name}.xt"][i : i + 1])
+            close(out.pred_original_sample, fx[f"{name}.x0_pred"][i : i + 1])
+            close(out.prev_sample, fx[f"{name}.xt_prev"][i : i + 1], 2e-6)
 
 
 def test_guided_step(fx):
