@@ -142,6 +142,46 @@ def test_dwpose_missing_weights_names_the_file(tmp_path: Path) -> None:
         )
 
 
+class _FakeSession:
+    """Stands in for an onnxruntime session: records its input, returns fixed outputs."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs, self.seen = outputs, []
+
+    def get_inputs(self) -> list:
+        return [type("Input", (), {"name": "input"})()]
+
+    def run(self, _names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.seen.append(feeds["input"].shape)
+        return self.outputs
+
+
+def test_dwpose_pipeline_with_fake_sessions() -> None:
+    """Detector output -> box -> 288x384 crop -> SimCC -> frame coordinates -> our layout."""
+    raw = np.zeros((8400, 85), dtype=np.float32)
+    raw[:, 4] = -1.0
+    # stride 32, grid (10, 7): centre (320, 240), 128 x 256 px on a 640x480 frame (ratio 1)
+    raw[8000 + 7 * 20 + 10, :6] = [0.0, 0.5, np.log(4), np.log(8), 0.9, 0.9]
+    u = np.arange(133)  # point k peaks at crop x = k, y = 2k
+    simcc_x = np.zeros((1, 133, 576), np.float32)
+    simcc_y = np.zeros((1, 133, 768), np.float32)
+    simcc_x[0, u, 2 * u], simcc_y[0, u, 4 * u] = 0.8, 0.9
+    extractor = object.__new__(dwpose.DWPoseExtractor)
+    extractor.detector = _FakeSession([raw[None]])
+    extractor.pose_model = _FakeSession([simcc_x, simcc_y])
+    pose = extractor(np.zeros((2, 480, 640, 3), np.uint8))
+    assert extractor.detector.seen == [(1, 3, 640, 640)] * 2
+    assert extractor.pose_model.seen == [(1, 3, 384, 288)] * 2
+    # box padded 1.25x to 160 x 320, widened to the 3:4 aspect: 240 x 320 around (320, 240)
+    x = (u / 288 * 240 + 200) / 640
+    y = (2 * u / 384 * 320 + 80) / 480
+    assert len(pose) == 2
+    np.testing.assert_allclose(pose.body[0, [0, 2, 5, 16], 0], x[[0, 6, 5, 4]], atol=1e-6)
+    np.testing.assert_allclose(pose.body[0, [0, 2, 5, 16], 1], y[[0, 6, 5, 4]], atol=1e-6)
+    np.testing.assert_allclose(pose.hands[1, 0, 0, :2], [x[91], y[91]], atol=1e-6)
+    np.testing.assert_allclose(pose.body[1, [0, 2, 3], 2], 0.8, atol=1e-6)
+
+
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown pose backend"):
         extract_poses(np.zeros((1, 8, 8, 3), np.uint8), "openpose")  # type: ignore[arg-type]
