@@ -8,8 +8,8 @@ Rows:
 
 Time: forward + backward, best of --repeats after one warm-up; on CUDA wall time, on CPU the
 process's CPU time with --threads torch threads (default 1: the CPU may be shared, and CPU time of
-one thread does not count the time spent waiting for a core). Memory ("peak MiB"): each config runs
-in its own subprocess, after one warm-up step: the peak of the tensor memory allocated during one
+one thread does not count the time spent waiting for a core). Memory ("peak MiB"), after one warm-up
+step (on CPU each config runs in its own subprocess): the peak of the tensor memory allocated during one
 step over what was allocated before it (inputs, weights and their existing .grad excluded). On CUDA
 from torch.cuda.max_memory_allocated(); on CPU by replaying the allocation/free events that
 torch.profiler(profile_memory=True) records for that (separate, untimed) step. Both count tensor
@@ -110,6 +110,13 @@ def worker(cfg: dict) -> dict:
 
 
 def _run(cfg: dict, timeout: float) -> dict:
+    if cfg["device"] == "cuda":  # CUDA's peak counter resets, so configs can share one process
+        try:
+            return worker(cfg)
+        except Exception as err:  # noqa: BLE001 - report the config and go on
+            return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:60]}"}
+        finally:
+            torch.cuda.empty_cache()
     cmd = [sys.executable, __file__, "--worker", json.dumps(cfg)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -131,6 +138,9 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=None, help="scan backends (default: all that run here)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    p.add_argument(
+        "--d-states", type=int, nargs="+", default=[4, 16], help="d_state values for the scan rows"
+    )
     p.add_argument("--ref-max-frames", type=int, default=64, help="longest F for the (slow) reference loop")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per config")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -158,7 +168,7 @@ def main() -> None:
                 ("block", f"temporal mamba bidir ({be})", frames, args.seqs, 16, res, _ratio(attn, res))
             )
     for frames in args.frames:
-        for d_state in (4, 16):
+        for d_state in args.d_states:
             scan = dict(base, section="scan", frames=frames, seqs=args.scan_seqs, d_state=d_state)
             if frames <= args.ref_max_frames:
                 ref = _run(dict(scan, backend="ref"), args.timeout)
