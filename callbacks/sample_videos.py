@@ -20,7 +20,14 @@ class SampleVideos(L.Callback):
     frame of each grid goes to TensorBoard as an image.
     """
 
-    def __init__(self, every_n_steps: int = 0, num_samples: int = 2, on_fit_end: bool = True, seed: int = 1234, fps: float = 8.0) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 0,
+        num_samples: int = 2,
+        on_fit_end: bool = True,
+        seed: int = 1234,
+        fps: float = 8.0,
+    ) -> None:
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.at_fit_end = on_fit_end
@@ -44,7 +51,9 @@ class SampleVideos(L.Callback):
                 return None
             n = self.num_samples
             self._batch = {
-                k: torch.cat([p[k] for p in parts])[:n] if torch.is_tensor(parts[0][k]) else sum((list(p[k]) for p in parts), [])[:n]
+                k: torch.cat([p[k] for p in parts])[:n]
+                if torch.is_tensor(parts[0][k])
+                else sum((list(p[k]) for p in parts), [])[:n]
                 for k in parts[0]
             }
         return self._batch
@@ -60,7 +69,12 @@ class SampleVideos(L.Callback):
         generated = module.generate(batch, seed=self.seed)
         module.train(was_training)
         rows = [
-            comparison_frames(batch["ref_image"][i], batch["pose"][i], generated[i], batch.get("video", [None] * len(generated))[i])
+            comparison_frames(
+                batch["ref_image"][i],
+                batch["pose"][i],
+                generated[i],
+                batch.get("video", [None] * len(generated))[i],
+            )
             for i in range(generated.shape[0])
         ]
         out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
@@ -72,7 +86,9 @@ class SampleVideos(L.Callback):
             experiment.add_image("samples", grid, trainer.global_step, dataformats="HWC")
         return path
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
             self.write(trainer, module, f"step_{step:06d}")

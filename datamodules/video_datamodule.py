@@ -124,6 +124,8 @@ class VideoPoseDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         synthetic_root: str | None = None,
         use_latent_cache: bool = False,
+        test_shards: str | None = None,
+        test_num_frames: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -144,6 +146,9 @@ class VideoPoseDataModule(L.LightningDataModule):
         self.train_example = ClipExample(resize=resize, pose_jitter=pose_jitter, **clip_args)
         val_resize = "center_crop" if resize == "random_crop" else resize
         self.val_example = ClipExample(resize=val_resize, pose_jitter=False, **clip_args)
+        self.test_shards = test_shards or val_shards
+        test_args = {**clip_args, "num_frames": test_num_frames or num_frames}
+        self.test_example = ClipExample(resize=val_resize, pose_jitter=False, **test_args)
         self._train_loader: StatefulDataLoader | None = None
 
     def prepare_data(self) -> None:
@@ -197,12 +202,24 @@ class VideoPoseDataModule(L.LightningDataModule):
         return len(getattr(fetcher, "batches", ()))  # _PrefetchDataFetcher's look-ahead
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.val_shards is None:
+        return self._evaluation_loader(self.val_shards, self.val_example)
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Held-out clips of ``test_num_frames`` frames (default: the validation shards)."""
+        return self._evaluation_loader(self.test_shards, self.test_example)
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """``unianimate predict`` without an animate config: the held-out test clips."""
+        return self._evaluation_loader(self.test_shards, self.test_example)
+
+    def _evaluation_loader(self, shards: str | None, example: ClipExample) -> DataLoader | list:
+        """Unshuffled, deterministic clips: the same samples at every evaluation."""
+        if shards is None:
             return []
         rank, world_size = self._rank()
         dataset = ShardStream(
-            expand_shards(self.val_shards),
-            self.val_example,
+            expand_shards(shards),
+            example,
             seed=self.seed,
             shuffle_shards=False,
             rank=rank,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from unianimate.module import UniAnimateModule
@@ -12,8 +13,7 @@ class UniAnimateCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> UniAnimateCLI:
-    import lightning as L
-
+    """Build (and by default run) the CLI; ``args`` as on the command line."""
     return UniAnimateCLI(
         UniAnimateModule,
         L.LightningDataModule,
@@ -25,5 +25,10 @@ def main(args: list[str] | None = None, run: bool = True) -> UniAnimateCLI:
     )
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """The ``unianimate`` console script (exits 0 on success)."""
     main()
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -64,13 +64,20 @@ class EMA:
                 params[name].copy_(value)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates, "shadow": self.shadow}
+        return {
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "num_updates": self.num_updates,
+            "shadow": self.shadow,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) - set(state["shadow"])
         unexpected = set(state["shadow"]) - set(self.shadow)
         if missing or unexpected:
-            raise KeyError(f"EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+            raise KeyError(
+                f"EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
         device = next(iter(self.shadow.values())).device if self.shadow else "cpu"
         self.shadow = {k: state["shadow"][k].float().to(device) for k in self.shadow}
         self.num_updates = int(state["num_updates"])

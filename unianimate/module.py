@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,8 @@ from unianimate.diffusion.long_video import generate_long_video
 from unianimate.diffusion.objective import DiffusionObjective
 from unianimate.diffusion.sampling import DDIMSampler
 from unianimate.ema import EMA
+from unianimate.metrics import frame_metrics
+from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
 from unianimate.models.frozen import FrozenEncoders
 from unianimate.models.unianimate import UniAnimate
 
@@ -41,6 +44,11 @@ class UniAnimateModule(L.LightningModule):
         ema_warmup: use the (1 + n) / (10 + n) warm-up of the decay.
         long_video_mode, segment_frames, overlap: how ``predict`` makes clips longer than one segment.
         seed: base seed of the fixed validation noise and of sampling.
+        val_sample_batches: validation batches that are also fully sampled, for L1 / PSNR / SSIM
+            of generated against ground-truth frames (0: loss only).
+        eval_protocol: what ``unianimate test`` measures (SPEC §6).
+        random_metric_weights: a folder; LPIPS / I3D weights the protocol does not name are
+            generated there with random weights (demo only: the results say so).
     """
 
     def __init__(
@@ -59,9 +67,14 @@ class UniAnimateModule(L.LightningModule):
         segment_frames: int = 16,
         overlap: int = 8,
         seed: int = 0,
+        val_sample_batches: int = 1,
+        eval_protocol: EvalProtocol | None = None,
+        random_metric_weights: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "encoders", "objective", "dropout", "sampler"])
+        self.save_hyperparameters(
+            ignore=["model", "encoders", "objective", "dropout", "sampler", "eval_protocol"]
+        )
         self.model = model
         self.encoders = encoders
         self.encoders.requires_grad_(False)  # frozen: the one place (STYLE §11)
@@ -70,6 +83,8 @@ class UniAnimateModule(L.LightningModule):
         self.dropout = dropout or ConditionDropout()
         self.sampler = sampler or DDIMSampler()
         self.ema = EMA(self.model, ema_decay, ema_warmup) if ema_decay is not None else None
+        self.eval_protocol = eval_protocol or EvalProtocol()
+        self.metrics: VideoMetrics | None = None
 
     # ---- conditions ---------------------------------------------------------------------
     @torch.no_grad()
@@ -82,9 +97,11 @@ class UniAnimateModule(L.LightningModule):
             ref_latent = self.encoders.encode_images(batch["ref_image"])
             clip = self.encoders.encode_clip(batch["ref_image"])
         first_frame = None
-        if self.model.first_frame_stream:
+        if self.model.first_frame_encoder is not None:
             if "video" not in batch:
-                raise ValueError("the pixel first-frame stream needs decoded video frames; it cannot train from latent-cache shards")
+                raise ValueError(
+                    "the pixel first-frame stream needs decoded video frames; it cannot train from latent-cache shards"
+                )
             first_frame = to_unit(batch["video"][:, :, 0])
         cond = Conditions(
             pose=batch["pose"],
@@ -115,11 +132,18 @@ class UniAnimateModule(L.LightningModule):
             mask = bucket == k
             if mask.any():
                 name = f"{stage}/loss_t{k * width:03d}-{(k + 1) * width - 1:03d}"
-                self.log(name, per_sample[mask].mean(), batch_size=int(mask.sum()), sync_dist=stage != "train")
+                self.log(
+                    name, per_sample[mask].mean(), batch_size=int(mask.sum()), sync_dist=stage != "train"
+                )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.model)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "skip_counts") and (self.global_step % self.trainer.log_every_n_steps == 0):
+            # Samples the data stream skipped (too short, corrupt, ...), cumulative.
+            for reason, count in datamodule.skip_counts().items():
+                self.log(f"data/skipped_{reason}", float(count), batch_size=1)
 
     # ---- validation: fixed noise, EMA weights -----------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -132,13 +156,69 @@ class UniAnimateModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         latents, cond = self.encode_batch(batch)
         # Same timesteps and noise for a given batch index at every validation: comparable curves.
-        generator = torch.Generator(device=latents.device).manual_seed(self.hparams.seed * 100_003 + batch_idx)
+        generator = torch.Generator(device=latents.device).manual_seed(
+            self.hparams.seed * 100_003 + batch_idx
+        )
         t, noise, first = self.objective.draw(latents, generator)
         out = self.objective(self.model, latents, cond, t, noise, first, generator)
         b = latents.shape[0]
         self.log("val/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=True)
         self._log_buckets("val", out.loss_per_sample, t, b)
+        if batch_idx < self.hparams.val_sample_batches and "video" in batch:
+            # The cheap metrics of SPEC §6 on fully sampled clips (EMA weights are swapped in).
+            generated, target = (
+                to_unit(self.generate(batch, seed=self.hparams.seed + batch_idx)),
+                to_unit(batch["video"]),
+            )
+            flat = [x.transpose(1, 2).flatten(0, 1) for x in (generated, target)]  # (b f) 3 H W
+            for name, fn in (
+                ("l1", frame_metrics.l1),
+                ("psnr", frame_metrics.psnr),
+                ("ssim", frame_metrics.ssim),
+            ):
+                self.log(f"val/{name}", fn(*flat).mean(), batch_size=b, sync_dist=True)
         return out.loss
+
+    # ---- test: the paper's metrics on held-out videos -------------------------------
+    def on_test_start(self) -> None:
+        protocol = self.eval_protocol
+        if self.hparams.random_metric_weights is not None and (
+            protocol.lpips_vgg is None or protocol.i3d is None
+        ):
+            from dataclasses import replace
+
+            from unianimate.metrics.random_weights import make_tiny_metric_weights
+
+            folder = self.hparams.random_metric_weights
+            paths = {k: str(v) for k, v in make_tiny_metric_weights(folder).items()}
+            protocol = replace(
+                protocol,
+                lpips_vgg=protocol.lpips_vgg or paths["lpips_vgg"],
+                lpips_heads=protocol.lpips_heads or paths["lpips_heads"],
+                i3d=protocol.i3d or paths["i3d"],
+            )
+        self.metrics = VideoMetrics(protocol, device=self.device)
+        self._ema_context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
+        self._ema_context.__enter__()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        generated = self.generate(batch, seed=self.hparams.seed + batch_idx)
+        self.metrics.update(to_unit(generated).clamp(0, 1), to_unit(batch["video"]).clamp(0, 1))
+
+    def on_test_epoch_end(self) -> None:
+        results = self.metrics.compute()
+        for name, value in results.items():
+            if isinstance(value, float | int):
+                self.log(f"test/{name}", float(value), sync_dist=False)
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(results, out_dir / "test_metrics.json")
+        table = format_markdown(results)
+        (out_dir / "test_metrics.md").write_text(table + "\n")
+        print(f"\n{table}\nwrote {out_dir / 'test_metrics.json'} and {out_dir / 'test_metrics.md'}")
+
+    def on_test_end(self) -> None:
+        self._ema_context.__exit__(None, None, None)
 
     # ---- sampling -----------------------------------------------------------------------
     @torch.no_grad()
@@ -151,7 +231,9 @@ class UniAnimateModule(L.LightningModule):
         cond = self.encode_reference(batch)
         num_frames = batch["pose"].shape[2]
         b, _, h, w = cond.ref_latent.shape
-        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed if seed is None else seed)
+        generator = torch.Generator(device=self.device).manual_seed(
+            self.hparams.seed if seed is None else seed
+        )
         context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
         with context:
             latents = generate_long_video(
@@ -178,12 +260,15 @@ class UniAnimateModule(L.LightningModule):
             ref_latent=self.encoders.encode_images(ref),
             clip_embed=self.encoders.encode_clip(ref),
             # The release feeds the reference image as the pixel first-frame stream at inference.
-            first_frame=to_unit(ref) if self.model.first_frame_stream else None,
+            first_frame=to_unit(ref) if self.model.first_frame_encoder is not None else None,
         )
         return cond
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"generated": self.generate(batch, seed=self.hparams.seed + batch_idx, progress=True), "batch": batch}
+        return {
+            "generated": self.generate(batch, seed=self.hparams.seed + batch_idx, progress=True),
+            "batch": batch,
+        }
 
     # ---- optimisation and checkpoints -------------------------------------------------
     def configure_optimizers(self):
@@ -195,7 +280,9 @@ class UniAnimateModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Frozen encoders come from their own folders: keep them out of every checkpoint.
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoders.")}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoders.")
+        }
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
@@ -205,5 +292,3 @@ class UniAnimateModule(L.LightningModule):
             checkpoint["state_dict"].setdefault(key, value)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-
-

@@ -34,15 +34,24 @@ class ConditionDropout:
             raise ValueError("p_all_drop + p_all_keep must not exceed 1")
 
     def probabilities(self) -> dict[str, float]:
-        return {"pose": self.p_pose, "clip": self.p_clip, "first_frame": self.p_first_frame, "reference": self.p_reference}
+        return {
+            "pose": self.p_pose,
+            "clip": self.p_clip,
+            "first_frame": self.p_first_frame,
+            "reference": self.p_reference,
+        }
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> dict[str, Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device=None
+    ) -> dict[str, Tensor]:
         """``{name: (b,) bool}``, True where the sample's condition is dropped."""
         group = torch.rand(batch_size, generator=generator, device=device)
         all_drop = group < self.p_all_drop
         all_keep = (group >= self.p_all_drop) & (group < self.p_all_drop + self.p_all_keep)
         drop = {}
         for name in DROPPABLE:
-            independent = torch.rand(batch_size, generator=generator, device=device) < self.probabilities()[name]
+            independent = (
+                torch.rand(batch_size, generator=generator, device=device) < self.probabilities()[name]
+            )
             drop[name] = (independent | all_drop) & ~all_keep
         return drop

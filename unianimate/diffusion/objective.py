@@ -56,11 +56,15 @@ class DiffusionObjective:
         self.p_first_frame = p_first_frame
         self.first_frame_noise = first_frame_noise
 
-    def draw(self, latents: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def draw(
+        self, latents: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Random timesteps (b,), noise (b c f h w) and first-frame flags (b,) for one batch."""
         b, device = latents.shape[0], latents.device
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator, device=device)
-        noise = offset_noise(tuple(latents.shape), self.offset_noise_strength, generator, device, latents.dtype)
+        noise = offset_noise(
+            tuple(latents.shape), self.offset_noise_strength, generator, device, latents.dtype
+        )
         first = torch.rand(b, generator=generator, device=device) < self.p_first_frame
         if latents.shape[2] < 2:
             first = torch.zeros_like(first)  # a 1-frame clip has nothing left to predict
@@ -91,5 +95,7 @@ class DiffusionObjective:
         # Frame 0 of a first-frame conditioned sample is given, not predicted: it leaves the loss.
         weight = torch.ones(err.shape[0], 1, err.shape[2], 1, 1, device=err.device)
         weight[:, :, 0] = (~first_frame).float().view(-1, 1, 1, 1)
-        per_sample = (err * weight).sum(dim=(1, 2, 3, 4)) / (weight.sum(dim=(1, 2, 3, 4)) * err.shape[1] * err.shape[3] * err.shape[4])
+        per_sample = (err * weight).sum(dim=(1, 2, 3, 4)) / (
+            weight.sum(dim=(1, 2, 3, 4)) * err.shape[1] * err.shape[3] * err.shape[4]
+        )
         return ObjectiveOutput(per_sample.mean(), per_sample, t, first_frame, noisy)

@@ -27,7 +27,9 @@ TEXT_LENGTH = 77
 def _require_folder(path: str, what: str, expected: str) -> Path:
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{what}: no {expected} at '{folder}' (expected a save_pretrained folder with config.json)")
+        raise FileNotFoundError(
+            f"{what}: no {expected} at '{folder}' (expected a save_pretrained folder with config.json)"
+        )
     return folder
 
 
@@ -38,12 +40,20 @@ def make_tiny_clip(path: str | Path, projection_dim: int = 32, seed: int = 0) ->
     torch.manual_seed(seed)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=TEXT_LENGTH,
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=TEXT_LENGTH,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=32, patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
         ),
         projection_dim=projection_dim,
     )

@@ -1,0 +1,48 @@
+"""Writes ``unianimate predict`` results as mp4 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from unianimate.visualize import comparison_frames, to_uint8_frames, write_comparison_mp4
+
+
+class PredictionVideoWriter(BasePredictionWriter):
+    """For each predicted sample, ``<output_dir>/<key>.mp4`` (the generated video alone) and
+    ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]).
+
+    ``output_dir`` defaults to ``<trainer.default_root_dir>/predict``.
+    """
+
+    def __init__(self, output_dir: str | None = None, fps: float = 8.0) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.fps = fps
+        self.written: list[Path] = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        out_dir = self.output_dir or Path(trainer.default_root_dir) / "predict"
+        generated = prediction["generated"]
+        keys = batch["key"] if isinstance(batch["key"], list | tuple) else [batch["key"]]
+        for i, key in enumerate(keys):
+            name = f"{key}_r{trainer.global_rank}" if trainer.world_size > 1 else str(key)
+            target = batch["video"][i] if "video" in batch else None
+            row = comparison_frames(batch["ref_image"][i], batch["pose"][i], generated[i], target)
+            self.written.append(write_comparison_mp4(out_dir / f"{name}_compare.mp4", [row], self.fps))
+            self.written.append(
+                write_comparison_mp4(out_dir / f"{name}.mp4", [to_uint8_frames(generated[i])], self.fps)
+            )
+            print(f"wrote {self.written[-1]} ({generated.shape[2]} frames)")
