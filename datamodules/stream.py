@@ -225,6 +225,10 @@ class ShardStream(IterableDataset):
                 yield kept
 
     def __iter__(self) -> Iterator[dict]:
+        if self.evaluation:
+            # Evaluation streams restart at every pass: an evaluation cut short (limit_val_batches)
+            # must not leave the next one starting mid-stream, or empty.
+            self._state = self._fresh_state(self._state["epoch"], self._state["skipped"])
         state = self._state
         worker, _ = self._worker()
         epoch = state["epoch"]

@@ -215,3 +215,12 @@ def test_prepare_data_generates_missing_demo_data(tmp_path, monkeypatch):
     datamodule(str(tmp_path / "train-000000.tar"), synthetic_root=str(tmp_path / "demo")).prepare_data()
     datamodule(str(tmp_path / "train-000000.tar")).prepare_data()
     assert len(calls) == 1  # shards present (or no synthetic_root): nothing generated
+
+
+def test_evaluation_stream_restarts_after_a_pass_cut_short(shards):
+    """limit_val_batches stops a validation early; the next validation must see the same clips."""
+    loader = datamodule(shards["train"], val_shards=shards["train"]).val_dataloader()
+    first = next(iter(loader))["key"]
+    for _ in range(3):
+        assert next(iter(loader))["key"] == first
+    assert sum(len(b["key"]) for b in loader) == 12
