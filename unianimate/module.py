@@ -136,9 +136,14 @@ class UniAnimateModule(L.LightningModule):
                     name, per_sample[mask].mean(), batch_size=int(mask.sum()), sync_dist=stage != "train"
                 )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks (ModelCheckpoint) run that hook first, so a
+        # checkpoint would miss the step's EMA update and a resumed run would diverge.
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if hasattr(datamodule, "skip_counts") and (self.global_step % self.trainer.log_every_n_steps == 0):
             # Samples the data stream skipped (too short, corrupt, ...), cumulative.
