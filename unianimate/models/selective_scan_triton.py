@@ -17,8 +17,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-CHUNK = 16  # frames per associative scan
-BLOCK_D = 8  # inner channels per program
+# Measured on an H200 (d_inner 640, d_state 16, bf16; BLOCK_D in 4..32 x CHUNK in 8..32): 4 x 8
+# was fastest for fwd+bwd at 6144 sequences x 17 frames (41.6 ms vs 55.3 ms for 8 x 16) and within
+# 10% of the best at 1536 x 64. Larger tiles spill registers in the backward.
+CHUNK = 8  # frames per associative scan
+BLOCK_D = 4  # inner channels per program
 
 
 @triton.jit

@@ -1,6 +1,6 @@
 """Temporal Mamba: the `mamba` choice of temporal module (SPEC §2, "Temporal module").
 
-UniAnimate (Sec. 3.2) swaps the UNet's temporal attention for a Mamba run along frames at every
+The UniAnimate paper offers a temporal Mamba in place of temporal attention, run along frames at every
 pixel; the paper gives no further detail and the public release has no Mamba code. This module
 is GroupNorm -> Mamba over frames (causal, or bidirectional = forward + time-reversed, summed)
 -> zero-initialised projection -> residual. Time and memory grow linearly with frames.
