@@ -276,6 +276,17 @@ class UniAnimateModule(L.LightningModule):
         }
 
     # ---- optimisation and checkpoints -------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # The EMA is a full float32 copy of the trainable weights on every rank: it needs unsharded
+        # parameters (DDP, DeepSpeed ZeRO-1/2), not FSDP or ZeRO-3 (docs/scale_out.md).
+        strategy = self.trainer.strategy
+        sharded = type(strategy).__name__ == "FSDPStrategy" or getattr(strategy, "zero_stage_3", False)
+        if self.ema is not None and sharded:
+            raise ValueError(
+                f"EMA (ema_decay={self.hparams.ema_decay}) needs full parameters on every rank; "
+                f"{type(strategy).__name__} shards them. Set --model.ema_decay=null or use DDP / ZeRO-2."
+            )
+
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
