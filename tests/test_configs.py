@@ -185,3 +185,26 @@ def test_print_config_without_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "clip_path: weights/clip-vit-h-14" in result.stdout
     assert "temporal: mamba" in result.stdout
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_ema_refused_under_parameter_sharding(monkeypatch, name):
+    """The module's setup rejects EMA where parameters are sharded (FSDP, ZeRO-3), allows it elsewhere."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import Strategy
+
+    from unianimate.module import UniAnimateModule
+
+    if name.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="pip install deepspeed (the [deepspeed] extra)")
+    config = parse(monkeypatch, CONFIGS / "uni_mamba.yaml", CONFIGS / "strategy" / name)
+    strategy = build(config.trainer.strategy, Strategy)
+    fake = SimpleNamespace(
+        ema=object(), trainer=SimpleNamespace(strategy=strategy), hparams=SimpleNamespace(ema_decay=0.9999)
+    )
+    if name.startswith(("fsdp", "deepspeed_zero3")):
+        with pytest.raises(ValueError, match="needs full parameters"):
+            UniAnimateModule.setup(fake, "fit")
+    else:
+        UniAnimateModule.setup(fake, "fit")
