@@ -142,11 +142,6 @@ def test_model_presets(name):
         assert sum(p.numel() for p in model.parameters()) == 1_416_564_300
 
 
-@pytest.mark.xfail(
-    reason="animate.yaml's ??? values are resolved by omegaconf when the file is loaded, before the "
-    "command-line overrides that would fill them (parser_mode omegaconf)",
-    strict=False,
-)
 def test_animate_config_composes(monkeypatch):
     config = parse(
         monkeypatch,
