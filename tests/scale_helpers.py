@@ -68,6 +68,8 @@ def write_overlay(data: Path, run_dir: Path, max_steps: int, every_n: int, extra
                 },
                 {"class_path": "callbacks.rng_state.RNGState"},
                 {"class_path": "callbacks.preemption.PreemptionCheckpoint"},
+                {"class_path": "callbacks.loss_guard.LossGuard"},
+                {"class_path": "callbacks.throughput.Throughput", "init_args": {"log_every_n_steps": 2}},
                 {"class_path": "recorder.Recorder"},
             ],
         },
