@@ -10,6 +10,7 @@ A sample in a WebDataset tar has three members sharing a key:
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 from dataclasses import dataclass
@@ -70,18 +71,31 @@ class PoseSequence:
         )
 
 
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
-    """Encode uint8 frames (f, H, W, 3) RGB as an H.264 mp4 in memory."""
+# Keyframe interval of new shards: a random 16-frame clip starts at most 15 frames after a keyframe,
+# so ``decode_mp4`` decodes about 17-32 frames per clip instead of everything before the clip
+# (libx264's default interval is 250). The price is about 20% more bytes at the same quality.
+DEFAULT_GOP = 16
+
+
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int | None = DEFAULT_GOP) -> bytes:
+    """Encode uint8 frames (f, H, W, 3) RGB as an H.264 mp4 in memory.
+
+    ``gop``: a keyframe every ``gop`` frames (x264 ``keyint`` = ``min-keyint``); None keeps
+    libx264's default (250, scene cuts may add more).
+    """
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (f, H, W, 3), got {frames.dtype} {frames.shape}")
     f, height, width, _ = frames.shape
     if height % 2 or width % 2:
         raise ValueError(f"H.264 with yuv420p needs even sizes, got {height}x{width}")
+    options = {"crf": str(crf), "preset": "veryfast"}
+    if gop is not None:
+        options.update(g=str(gop), keyint_min=str(gop))
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = options
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -90,14 +104,62 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     return buffer.getvalue()
 
 
-def decode_mp4(data: bytes | str, indices: list[int] | None = None) -> np.ndarray:
-    """Decode an mp4 (bytes or a path) to uint8 RGB frames (f, H, W, 3); ``indices`` picks frames."""
+def decode_mp4(
+    data: bytes | str, indices: list[int] | None = None, threads: int = 0
+) -> np.ndarray:
+    """Decode an mp4 (bytes or a path) to uint8 RGB frames (f, H, W, 3); ``indices`` picks frames.
+
+    With ``indices`` only the needed stretches are decoded: each starts at the keyframe before its
+    first wanted frame (found in the container's packets, no decoding) unless decoding on from the
+    current position is no longer. Frame i is the one with the i-th smallest timestamp, i.e. the
+    i-th frame of a full decode; :func:`decode_mp4_reference` is that full decode.
+    ``threads``: 0 lets FFmpeg pick (frame threads, one per core); 1 decodes in the calling thread,
+    cheaper in CPU time per clip when DataLoader workers already use every core.
+    """
+    if indices is None:
+        return decode_mp4_reference(data, None, threads)
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = ("AUTO", 0) if threads == 0 else ("SLICE", threads)
+        packets = [p for p in container.demux(stream) if p.size and p.pts is not None]  # decode order
+        index = {pts: i for i, pts in enumerate(sorted(p.pts for p in packets))}
+        # Frame i decodes from the last keyframe shown at or before it: (shown index, packet index).
+        keyframes = sorted((index[p.pts], k) for k, p in enumerate(packets) if p.is_keyframe)
+        bad = [i for i in indices if not 0 <= i < len(packets)]
+        if bad or not keyframes or keyframes[0][0] != 0:
+            raise ValueError(f"video has {len(packets)} frames, wanted {bad[:5]} (keyframes {keyframes[:2]})")
+        shown, wanted = [i for i, _ in keyframes], set(indices)
+        codec, frames, position = stream.codec_context, {}, None  # position: next packet to decode
+        for target in sorted(set(indices)):
+            if target in frames:
+                continue
+            start = keyframes[bisect.bisect_right(shown, target) - 1][1]
+            if position is None or start > position:
+                codec.flush_buffers()
+                position = start
+            while target not in frames:
+                if position > len(packets):
+                    raise ValueError(f"decoding ended before frame {target}")
+                decoded = codec.decode(packets[position] if position < len(packets) else None)
+                position += 1
+                for frame in decoded:
+                    i = index.get(frame.pts, -1)
+                    if i in wanted and i not in frames:
+                        frames[i] = frame.to_ndarray(format="rgb24")
+    return np.stack([frames[i] for i in indices])
+
+
+def decode_mp4_reference(
+    data: bytes | str, indices: list[int] | None = None, threads: int = 0
+) -> np.ndarray:
+    """:func:`decode_mp4` by decoding every frame from the first up to the last wanted one."""
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     wanted = None if indices is None else set(indices)
     frames = {}
     with av.open(source) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type, stream.thread_count = ("AUTO", 0) if threads == 0 else ("SLICE", threads)
         last = None if wanted is None else max(wanted)
         for i, frame in enumerate(container.decode(stream)):
             if wanted is None or i in wanted:

@@ -1,12 +1,18 @@
 """The LightningDataModule over WebDataset video + pose shards (SPEC §5).
 
-Batches are dicts (``b`` batch, ``f`` frames, H x W the training size):
+Batches, as the LightningModule sees them, are dicts (``b`` batch, ``f`` frames, H x W the training size):
 - ``video``: float32 (b, 3, f, H, W) in [-1, 1]; ``ref_image``: (b, 3, H, W) in [-1, 1];
 - ``pose``: float32 (b, 3, f, H, W) in [0, 1]; ``ref_pose``: (b, 3, H, W) in [0, 1], skeletons
   rendered at H x W in the release's channel order;
 - ``key``: list[str];
 - with ``use_latent_cache``: ``latent`` (b, 4, f, H/8, W/8), ``ref_latent`` (b, 4, H/8, W/8) and
   ``clip_embed`` (b, d) instead of ``video`` / ``ref_image``.
+
+The training loader yields the pictures as uint8 (a quarter of the bytes through the workers'
+shared memory and the host-to-device copy, no float pass in the workers); ``on_after_batch_transfer``
+turns them into the float ranges above on the device (:meth:`VideoPoseDataModule.to_float`, also
+for loops that iterate the training loader without a Trainer). The evaluation loaders yield float
+batches already, since callbacks iterate them directly.
 
 The training loader is a ``StatefulDataLoader``: Lightning 2.x stores its ``state_dict()`` in every
 checkpoint (``FitLoop.on_save_checkpoint`` -> ``loops.fit_loop.state_dict.combined_loader``) and
@@ -23,8 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.clips import ClipExample
@@ -39,6 +47,25 @@ def _local_files_missing(spec: str) -> bool:
     if Path(spec).is_dir():
         return not any(Path(spec).glob("*.tar"))
     return not all(Path(url).exists() for url in expand_shards(spec))
+
+
+# uint8 -> float lookup tables: the exact values the workers computed on the CPU before (x / 127.5 - 1
+# and x / 255), on any device (CUDA divides by a scalar as a multiplication by its reciprocal).
+_PIXEL_VALUES = torch.arange(256, dtype=torch.float32).div_(127.5).sub_(1.0)
+_POSE_VALUES = torch.arange(256, dtype=torch.float32) / 255.0
+_PIXEL_KEYS, _POSE_KEYS = ("video", "ref_image"), ("pose", "ref_pose")
+
+
+def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return table.to(x.device).index_select(0, x.flatten().int()).view(x.shape)
+
+
+def _collate_float(examples: list[dict]) -> dict:
+    return VideoPoseDataModule.to_float(default_collate(examples))
+
+
+def _init_worker(worker_id: int) -> None:
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's pool would oversubscribe the cores
 
 
 class _TrainFetcherLoader(StatefulDataLoader):
@@ -151,6 +178,20 @@ class VideoPoseDataModule(L.LightningDataModule):
         self.test_example = ClipExample(resize=val_resize, pose_jitter=False, **test_args)
         self._train_loader: StatefulDataLoader | None = None
 
+    @staticmethod
+    def to_float(batch: dict) -> dict:
+        """uint8 pictures -> float32: ``video`` / ``ref_image`` in [-1, 1], ``pose`` / ``ref_pose`` in
+        [0, 1]; float tensors and the other fields pass unchanged."""
+        out = dict(batch)
+        for keys, table in ((_PIXEL_KEYS, _PIXEL_VALUES), (_POSE_KEYS, _POSE_VALUES)):
+            for key in keys:
+                if key in out and out[key].dtype == torch.uint8:
+                    out[key] = _lookup(table, out[key])
+        return out
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return self.to_float(batch)
+
     def prepare_data(self) -> None:
         if self.synthetic_root is not None and _local_files_missing(self.train_shards):
             from datamodules.synthetic import ensure_synthetic_dataset  # lazy: demo data only
@@ -188,6 +229,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
+            worker_init_fn=_init_worker,
         )
         if self.trainer is None:
             self._train_loader = StatefulDataLoader(self.train_dataset(), **kwargs)
@@ -226,7 +268,13 @@ class VideoPoseDataModule(L.LightningDataModule):
             world_size=world_size,
             evaluation=True,
         )
-        return DataLoader(dataset, batch_size=self.val_batch_size, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=self.val_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate_float,
+            worker_init_fn=_init_worker,
+        )
 
     def skip_counts(self) -> dict[str, int]:
         """Samples skipped so far by the training loader, reason -> count, summed over workers and

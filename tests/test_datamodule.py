@@ -56,9 +56,18 @@ def epoch_batches(dm: VideoPoseDataModule) -> list[dict]:
     return list(dm.train_dataloader())
 
 
+def float_batch(loader) -> dict:
+    """The first batch as the LightningModule sees it (a Trainer applies ``on_after_batch_transfer``)."""
+    return VideoPoseDataModule.to_float(next(iter(loader)))
+
+
 def test_batch_contract(shards):
-    batches = epoch_batches(datamodule(shards["train"]))
-    assert len(batches) == 6  # 12 videos, batch 2
+    raw = epoch_batches(datamodule(shards["train"]))
+    assert len(raw) == 6  # 12 videos, batch 2
+    for key, shape in {"video": (2, 3, 8, 32, 24), "ref_image": (2, 3, 32, 24)}.items():
+        assert raw[0][key].shape == shape and raw[0][key].dtype == torch.uint8  # the loader's contract
+        assert raw[0][key.replace("video", "pose").replace("ref_image", "ref_pose")].dtype == torch.uint8
+    batches = [VideoPoseDataModule.to_float(b) for b in raw]
     b = batches[0]
     assert b["video"].shape == (2, 3, 8, 32, 24) and b["video"].dtype == torch.float32
     assert b["pose"].shape == (2, 3, 8, 32, 24) and b["pose"].dtype == torch.float32
@@ -71,6 +80,25 @@ def test_batch_contract(shards):
         assert batch["pose"].amax(dim=(1, 3, 4)).gt(0).all()  # every frame has a skeleton drawn
     keys = [k for batch in batches for k in batch["key"]]
     assert sorted(keys) == sorted(f"train{s}_{i}" for s in range(4) for i in range(3))
+    # the float values are those of the former in-worker conversion, x / 127.5 - 1 and x / 255
+    assert torch.equal(b["video"], raw[0]["video"].float().div_(127.5).sub_(1.0))
+    assert torch.equal(b["pose"], raw[0]["pose"].float() / 255.0)
+    assert torch.equal(b["ref_pose"], raw[0]["ref_pose"].float() / 255.0)
+    assert VideoPoseDataModule.to_float(b)["video"] is b["video"]  # float passes through
+
+
+def test_uint8_to_float_table_is_exact():
+    values = torch.arange(256, dtype=torch.uint8).view(1, 2, 8, 4, 4)
+    batch = VideoPoseDataModule.to_float({"video": values, "pose": values, "key": ["k"]})
+    assert torch.equal(batch["video"], values.float().div_(127.5).sub_(1.0))
+    assert torch.equal(batch["pose"], values.float() / 255.0)
+    assert batch["video"].min() == -1 and batch["video"].max() == 1 and batch["key"] == ["k"]
+
+
+def test_evaluation_batches_are_float(shards):
+    batch = next(iter(datamodule(shards["train"], val_shards=shards["val"]).val_dataloader()))
+    assert all(batch[k].dtype == torch.float32 for k in ("video", "pose", "ref_image", "ref_pose"))
+    assert -1.0 <= batch["video"].min() and batch["video"].max() <= 1.0
 
 
 def test_clip_is_strided_frames_of_the_video(tmp_path):
@@ -82,7 +110,7 @@ def test_clip_is_strided_frames_of_the_video(tmp_path):
     with wds.TarWriter(str(tmp_path / "s.tar")) as writer:
         writer.write(encode_sample("grey", frames, 8.0, random_pose(rng, 24), {}))
     dm = datamodule(str(tmp_path / "s.tar"), batch_size=1)
-    video = next(iter(dm.train_dataloader()))["video"][0]
+    video = float_batch(dm.train_dataloader())["video"][0]
     levels = ((video.mean(dim=(0, 2, 3)) + 1) * 127.5 / 10).round().long()
     assert torch.equal(levels - levels[0], 2 * torch.arange(8))
 
@@ -133,13 +161,11 @@ def test_aspect_preserving_crop(tmp_path):
     rng = np.random.default_rng(0)
     with wds.TarWriter(str(tmp_path / "wide.tar")) as writer:
         writer.write(encode_sample("wide", frames, 8.0, random_pose(rng, 12), {}))
-    crop = next(iter(datamodule(str(tmp_path / "wide.tar"), num_frames=4, batch_size=1).train_dataloader()))
-    stretch = next(
-        iter(
-            datamodule(
-                str(tmp_path / "wide.tar"), num_frames=4, batch_size=1, resize="stretch"
-            ).train_dataloader()
-        )
+    crop = float_batch(datamodule(str(tmp_path / "wide.tar"), num_frames=4, batch_size=1).train_dataloader())
+    stretch = float_batch(
+        datamodule(
+            str(tmp_path / "wide.tar"), num_frames=4, batch_size=1, resize="stretch"
+        ).train_dataloader()
     )
     assert crop["video"][..., 2:-2].min() > 0.4  # all bright: the crop is the bright band
     assert stretch["video"][..., :2].max() < -0.6  # stretch squeezes in the dark sides
