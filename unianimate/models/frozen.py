@@ -87,6 +87,8 @@ class FrozenEncoders(nn.Module):
         scaling_factor: latent scale (SD 2.1: 0.18215).
         make_tiny_if_missing: create tiny random-weight folders at the paths when they are
             absent (the demo's embedded default; never set this for real weights).
+        sample_posterior: latents are posterior samples (SPEC §2); False takes the posterior
+            mean, which is what the latent cache stores.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class FrozenEncoders(nn.Module):
         vae_chunk: int = 8,
         scaling_factor: float = 0.18215,
         make_tiny_if_missing: bool = False,
+        sample_posterior: bool = True,
     ) -> None:
         super().__init__()
         if make_tiny_if_missing:
@@ -110,6 +113,7 @@ class FrozenEncoders(nn.Module):
         self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
         self.vae = AutoencoderKL.from_pretrained(vae_folder)
         self.vae_chunk = vae_chunk
+        self.sample_posterior = sample_posterior
         self.scaling_factor = scaling_factor
         self.clip_size = clip.config.vision_config.image_size
         self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -159,7 +163,8 @@ class FrozenEncoders(nn.Module):
         chunks = []
         for chunk in images.split(self.vae_chunk):
             posterior = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
-            chunks.append(posterior.sample(generator) * self.scaling_factor)
+            latent = posterior.sample(generator) if self.sample_posterior else posterior.mode()
+            chunks.append(latent * self.scaling_factor)
         return torch.cat(chunks).float()
 
     @torch.no_grad()
