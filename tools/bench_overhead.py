@@ -3,9 +3,10 @@
     python tools/bench_overhead.py [--steps 40] [--repeats 3] [--device cpu|cuda] [--frames 8]
 
 What is measured: the tiny UniAnimate denoiser (configs/model/tiny.yaml) on one fixed random batch
-(latents, poses, reference, CLIP embedding, all precomputed), v-target MSE, AdamW. The raw loop is
-``zero_grad; forward; loss; backward; step``; the Lightning run is ``Trainer.fit`` on a module whose
-``training_step`` is the same forward + loss, fed by a DataLoader over the same batch, with logging
+(latents, poses, reference, CLIP embedding, all precomputed), v-target MSE, AdamW, both fed by the
+same DataLoader over that batch. The raw loop is ``to(device); zero_grad; forward; loss; backward;
+step``; the Lightning run is ``Trainer.fit`` on a module whose ``training_step`` is the same forward
++ loss, with logging
 (``self.log`` of the loss every step), no checkpoints, no progress bar. Time per step is the wall time
 between the ends of two steps (so it includes Lightning's loop, hooks, logging and batch fetching),
 after ``--warmup`` steps. Each run's figure is its median step; runs alternate raw / Lightning
@@ -78,11 +79,12 @@ def sync(device: torch.device) -> None:
 def raw_loop(batch: dict, steps: int, warmup: int, device: torch.device) -> float:
     model = tiny_model().to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = {k: v.to(device) for k, v in batch.items()}
     ends = []
-    for _ in range(warmup + steps):
+    # The same DataLoader as the Lightning run: only the training loop differs.
+    for cpu_batch in DataLoader(Repeat(batch, warmup + steps), batch_size=1):
+        step_batch = {k: v.to(device) for k, v in cpu_batch.items()}
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch)
+        loss = loss_fn(model, step_batch)
         loss.backward()
         optimizer.step()
         sync(device)
