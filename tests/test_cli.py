@@ -39,6 +39,17 @@ def test_fit_saves_config_checkpoint_and_a_playable_video(fitted):
     video = version / "samples" / "final.mp4"
     assert _frames(video) == 4  # reference | pose | generated | ground truth, 4 frames
     assert list((version).glob("events.out.tfevents.*"))
+    # The EMA leaves training as safetensors that load strictly into a fresh denoiser.
+    import yaml
+    from safetensors.torch import load_file
+
+    from unianimate.models.unet3d import UNet3D
+    from unianimate.models.unianimate import UniAnimate
+
+    ema = load_file(version / "ema.safetensors")
+    assert torch.equal(ema["unet.conv_in.weight"], ckpt["ema"]["shadow"]["unet.conv_in.weight"])
+    init = yaml.safe_load((REPO / "configs" / "model" / "tiny.yaml").read_text())["init_args"]
+    UniAnimate(UNet3D(**init.pop("unet")["init_args"]), **init).load_state_dict(ema, strict=True)
 
 
 def test_predict_writes_held_out_videos(fitted, demo_root):

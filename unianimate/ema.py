@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 
@@ -62,6 +64,20 @@ class EMA:
         finally:
             for name, value in backup.items():
                 params[name].copy_(value)
+
+    def export(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        """Write the averaged weights as safetensors (our module names; ``UniAnimate.load_state_dict``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}
+        save_file(
+            tensors,
+            str(tmp),
+            metadata={"weights": "ema", "num_updates": str(self.num_updates), **(metadata or {})},
+        )
+        tmp.replace(path)  # atomic: never a half-written export under the final name
+        return path
 
     def state_dict(self) -> dict:
         return {

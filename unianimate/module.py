@@ -275,6 +275,12 @@ class UniAnimateModule(L.LightningModule):
             "batch": batch,
         }
 
+    def on_fit_end(self) -> None:
+        # SPEC §3: the EMA weights leave training as safetensors beside the checkpoints.
+        if self.ema is not None and self.trainer.is_global_zero:
+            out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "ema.safetensors"
+            print(f"wrote {self.ema.export(out, {'global_step': str(self.global_step)})}")
+
     # ---- optimisation and checkpoints -------------------------------------------------
     def setup(self, stage: str) -> None:
         # The EMA is a full float32 copy of the trainable weights on every rank: it needs unsharded
