@@ -86,6 +86,7 @@ def test_ablation_composes(monkeypatch, name):
         "transformer.yaml": lambda c: unet_args(c).temporal == "transformer",
         "no_first_frame.yaml": lambda c: c.model.objective.init_args.p_first_frame == 0.0,
         "no_reference_guidance.yaml": lambda c: c.model.model.init_args.reference_guidance is False,
+        "no_reference_pose.yaml": lambda c: c.model.model.init_args.reference_pose is False,
         "frames32.yaml": lambda c: c.data.init_args.num_frames == 32,
     }
     assert name in expected, f"add the ablation {name} to this test"

@@ -103,10 +103,11 @@ class UniAnimateModule(L.LightningModule):
                     "the pixel first-frame stream needs decoded video frames; it cannot train from latent-cache shards"
                 )
             first_frame = to_unit(batch["video"][:, :, 0])
+        guided = self.model.ref_latent_encoder is not None  # reference_guidance=False: none to give
         cond = Conditions(
             pose=batch["pose"],
-            ref_pose=batch["ref_pose"],
-            ref_latent=ref_latent,
+            ref_pose=batch["ref_pose"] if guided else None,
+            ref_latent=ref_latent if guided else None,
             clip_embed=clip,
             first_frame=first_frame,
         )
@@ -235,7 +236,9 @@ class UniAnimateModule(L.LightningModule):
         """
         cond = self.encode_reference(batch)
         num_frames = batch["pose"].shape[2]
-        b, _, h, w = cond.ref_latent.shape
+        b, _, _, height, width = batch["pose"].shape
+        factor = self.encoders.downsample_factor
+        h, w = height // factor, width // factor
         generator = torch.Generator(device=self.device).manual_seed(
             self.hparams.seed if seed is None else seed
         )
@@ -259,10 +262,11 @@ class UniAnimateModule(L.LightningModule):
     def encode_reference(self, batch: dict[str, Any]) -> Conditions:
         """Conditions from the reference image and poses only (no ground-truth video needed)."""
         ref = batch["ref_image"]
+        guided = self.model.ref_latent_encoder is not None
         cond = Conditions(
             pose=batch["pose"],
-            ref_pose=batch["ref_pose"],
-            ref_latent=self.encoders.encode_images(ref),
+            ref_pose=batch["ref_pose"] if guided else None,
+            ref_latent=self.encoders.encode_images(ref) if guided else None,
             clip_embed=self.encoders.encode_clip(ref),
             # The release feeds the reference image as the pixel first-frame stream at inference.
             first_frame=to_unit(ref) if self.model.first_frame_encoder is not None else None,

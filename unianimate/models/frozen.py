@@ -128,6 +128,11 @@ class FrozenEncoders(nn.Module):
         return self.visual_projection.out_features
 
     @property
+    def downsample_factor(self) -> int:
+        """Pixels per latent cell along each side (8 for the SD VAE)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
     def context_dim(self) -> int:
         return self.empty_text.shape[-1]
 

@@ -50,7 +50,9 @@ class UniAnimate(nn.Module):
 
     ``first_frame_stream``: the release's pixel first-frame encoder ("local_image").
     ``reference_guidance``: reference latent + reference pose encoders and the extra frame 0; without
-    it the UNet runs on the f frames only. ``clip_tokens``: the CLIP-token MLP; without it the
+    it the UNet runs on the f frames only. ``reference_pose``: the reference pose encoder inside the
+    reference guidance (off: the guidance is the reference latent alone, the paper's "w/o reference
+    pose" ablation; a given ``cond.ref_pose`` is then ignored). ``clip_tokens``: the CLIP-token MLP; without it the
     ``num_clip_tokens`` context tokens are always zeros (as in the release without "image").
     The unified first-frame *latent* conditioning is done by the caller on ``x``.
     """
@@ -66,6 +68,7 @@ class UniAnimate(nn.Module):
         first_frame_stream: bool = True,
         reference_guidance: bool = True,
         clip_tokens: bool = True,
+        reference_pose: bool = True,
     ) -> None:
         super().__init__()
         latent_channels = unet.out_channels
@@ -93,7 +96,7 @@ class UniAnimate(nn.Module):
         )
         if reference_guidance:
             self.ref_latent_encoder = LatentEncoder(latent_channels, ref_channels, hidden, backend)
-            self.ref_pose_encoder = PixelEncoder(ref_channels, hidden, backend)
+            self.ref_pose_encoder = PixelEncoder(ref_channels, hidden, backend) if reference_pose else None
         else:
             self.ref_latent_encoder = None
             self.ref_pose_encoder = None
@@ -132,7 +135,7 @@ class UniAnimate(nn.Module):
 
         x: the noisy latent b 4 f h w (for batch size, size, dtype and device).
         """
-        if self.ref_latent_encoder is None or self.ref_pose_encoder is None:
+        if self.ref_latent_encoder is None:
             if cond.ref_latent is not None:
                 raise ValueError(
                     "cond.ref_latent given but the model was built with reference_guidance=False"
@@ -141,11 +144,11 @@ class UniAnimate(nn.Module):
         b, _, _, h, w = x.shape
         if cond.ref_latent is None:
             return x.new_zeros(b, self.unet.in_channels, 1, h, w)
-        if cond.ref_pose is None:
-            raise ValueError("cond.ref_latent needs cond.ref_pose (the reference image's own skeleton)")
-        ref = self.ref_latent_encoder(cond.ref_latent[:, :, None]) + self.ref_pose_encoder(
-            cond.ref_pose[:, :, None]
-        )
+        ref = self.ref_latent_encoder(cond.ref_latent[:, :, None])
+        if self.ref_pose_encoder is not None:
+            if cond.ref_pose is None:
+                raise ValueError("cond.ref_latent needs cond.ref_pose (the reference image's own skeleton)")
+            ref = ref + self.ref_pose_encoder(cond.ref_pose[:, :, None])
         return _zero_dropped(ref, cond.drop.get("reference"))
 
     def concat_features(self, cond: Conditions, x: Tensor) -> Tensor:
