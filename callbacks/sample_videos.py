@@ -60,6 +60,8 @@ class SampleVideos(L.Callback):
 
     @torch.no_grad()
     def write(self, trainer: L.Trainer, module: L.LightningModule, name: str) -> Path | None:
+        # trainer.log_dir is a collective (a broadcast under DDP): every rank asks, rank 0 writes.
+        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
         batch = self._fixed_batch(trainer)
         if batch is None or not trainer.is_global_zero:
             return None
@@ -77,7 +79,6 @@ class SampleVideos(L.Callback):
             )
             for i in range(generated.shape[0])
         ]
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
         path = write_comparison_mp4(out_dir / f"{name}.mp4", rows, self.fps)
         self.written.append(path)
         experiment = getattr(trainer.logger, "experiment", None)

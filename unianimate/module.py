@@ -281,8 +281,11 @@ class UniAnimateModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         # SPEC §3: the EMA weights leave training as safetensors beside the checkpoints.
-        if self.ema is not None and self.trainer.is_global_zero:
-            out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "ema.safetensors"
+        if self.ema is None:
+            return
+        # trainer.log_dir is a collective (a broadcast): every rank asks, rank 0 writes.
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "ema.safetensors"
+        if self.trainer.is_global_zero:
             print(f"wrote {self.ema.export(out, {'global_step': str(self.global_step)})}")
 
     # ---- optimisation and checkpoints -------------------------------------------------
