@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,6 +50,9 @@ class UniAnimateModule(L.LightningModule):
         eval_protocol: what ``unianimate test`` measures (SPEC §6).
         random_metric_weights: a folder; LPIPS / I3D weights the protocol does not name are
             generated there with random weights (demo only: the results say so).
+        pose_fidelity: ``unianimate test`` also re-extracts poses from the generated frames with
+            this pose backend (``mediapipe``: the ``pose`` extra) and reports PCK@0.05 of the image
+            diagonal against the driving keypoints (``None``: off).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class UniAnimateModule(L.LightningModule):
         val_sample_batches: int = 1,
         eval_protocol: EvalProtocol | None = None,
         random_metric_weights: str | None = None,
+        pose_fidelity: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -204,15 +209,42 @@ class UniAnimateModule(L.LightningModule):
                 i3d=protocol.i3d or paths["i3d"],
             )
         self.metrics = VideoMetrics(protocol, device=self.device)
+        self.pck_values: list[float] = []
+        self.pose_extractor = None
+        if self.hparams.pose_fidelity is not None:
+            from datamodules.pose_extract import make_extractor  # the pose extra, only when asked
+
+            self.pose_extractor = make_extractor(self.hparams.pose_fidelity)
         self._ema_context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
         self._ema_context.__enter__()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         generated = self.generate(batch, seed=self.hparams.seed + batch_idx)
         self.metrics.update(to_unit(generated).clamp(0, 1), to_unit(batch["video"]).clamp(0, 1))
+        if self.pose_extractor is not None:
+            self.pck_values += self._pose_fidelity(generated, batch["keypoints"])
+
+    def _pose_fidelity(self, generated: Tensor, keypoints: Tensor) -> list[float]:
+        """PCK per video: poses re-extracted from ``generated`` (b 3 f H W) vs the driving
+        ``keypoints`` (b f 20 3, normalised to the clip's frame)."""
+        from unianimate.metrics.pck import pck
+        from unianimate.visualize import to_uint8_frames
+
+        height, width = generated.shape[-2:]
+        scale = np.array([width, height, 1.0])
+        values = []
+        for video, target in zip(generated, keypoints.cpu().numpy()):
+            found = self.pose_extractor(to_uint8_frames(video)).body
+            values.append(pck(found * scale, target * scale, image_size=(height, width)))
+        return values
 
     def on_test_epoch_end(self) -> None:
         results = self.metrics.compute()
+        if self.pose_extractor is not None:
+            # Videos where no keypoint was found in both count as NaN and are left out of the mean.
+            found = [v for v in self.pck_values if v == v]
+            results["pck"] = float(np.mean(found)) if found else float("nan")
+            results["pck_videos"] = len(found)
         for name, value in results.items():
             if isinstance(value, float | int):
                 self.log(f"test/{name}", float(value), sync_dist=False)
