@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
@@ -12,8 +14,15 @@ class UniAnimateCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict``; configs compose with several ``--config``."""
 
 
+# Expected, and noise for users: the frozen encoders are in eval mode on purpose (one place,
+# unianimate/models/frozen.py), and torchdata calls a deprecated torch hook internally.
+QUIET = (r"Found \d+ module\(s\) in eval mode", r"'set_vital' is deprecated")
+
+
 def main(args: list[str] | None = None, run: bool = True) -> UniAnimateCLI:
     """Build (and by default run) the CLI; ``args`` as on the command line."""
+    for message in QUIET:
+        warnings.filterwarnings("ignore", message=message)
     return UniAnimateCLI(
         UniAnimateModule,
         L.LightningDataModule,
