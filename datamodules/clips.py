@@ -61,7 +61,9 @@ def crop_box(
 
 
 def apply_box_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
-    """uint8 (f, H0, W0, 3) -> (f, height, width, 3)."""
+    """uint8 (f, H0, W0, 3) -> (f, height, width, 3); a view when the frames need no resizing."""
+    if (box.scaled_h, box.scaled_w) == frames.shape[1:3]:  # cv2.resize would copy them unchanged
+        return frames[:, box.top : box.top + box.height, box.left : box.left + box.width]
     shrinking = box.scaled_h * box.scaled_w < frames.shape[1] * frames.shape[2]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     out = [

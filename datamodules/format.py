@@ -104,9 +104,7 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int | None = 
     return buffer.getvalue()
 
 
-def decode_mp4(
-    data: bytes | str, indices: list[int] | None = None, threads: int = 0
-) -> np.ndarray:
+def decode_mp4(data: bytes | str, indices: list[int] | None = None, threads: int = 0) -> np.ndarray:
     """Decode an mp4 (bytes or a path) to uint8 RGB frames (f, H, W, 3); ``indices`` picks frames.
 
     With ``indices`` only the needed stretches are decoded: each starts at the keyframe before its
@@ -141,7 +139,10 @@ def decode_mp4(
             while target not in frames:
                 if position > len(packets):
                     raise ValueError(f"decoding ended before frame {target}")
-                decoded = codec.decode(packets[position] if position < len(packets) else None)
+                packet = packets[position] if position < len(packets) else None
+                if packet is not None:  # frames nobody wants and nothing refers to need no decoding
+                    codec.skip_frame = "DEFAULT" if index[packet.pts] in wanted else "NONREF"
+                decoded = codec.decode(packet)
                 position += 1
                 for frame in decoded:
                     i = index.get(frame.pts, -1)
@@ -150,9 +151,7 @@ def decode_mp4(
     return np.stack([frames[i] for i in indices])
 
 
-def decode_mp4_reference(
-    data: bytes | str, indices: list[int] | None = None, threads: int = 0
-) -> np.ndarray:
+def decode_mp4_reference(data: bytes | str, indices: list[int] | None = None, threads: int = 0) -> np.ndarray:
     """:func:`decode_mp4` by decoding every frame from the first up to the last wanted one."""
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     wanted = None if indices is None else set(indices)
@@ -174,15 +173,17 @@ def decode_mp4_reference(
     return np.stack([frames[i] for i in indices])
 
 
-def encode_sample(key: str, frames: np.ndarray, fps: float, pose: PoseSequence, meta: dict) -> dict:
-    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``)."""
+def encode_sample(
+    key: str, frames: np.ndarray, fps: float, pose: PoseSequence, meta: dict, gop: int | None = DEFAULT_GOP
+) -> dict:
+    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``); ``gop`` as for :func:`encode_mp4`."""
     if len(pose) != len(frames):
         raise ValueError(f"{key}: {len(frames)} frames but {len(pose)} pose frames")
     info = {"fps": fps, "height": frames.shape[1], "width": frames.shape[2], "frames": len(frames)}
     info.update(meta)
     return {
         "__key__": key,
-        "mp4": encode_mp4(frames, fps),
+        "mp4": encode_mp4(frames, fps, gop=gop),
         "pose.npz": pose.to_npz_bytes(),
         "json": json.dumps(info).encode(),
     }

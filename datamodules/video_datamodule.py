@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, default_collate
@@ -62,10 +61,6 @@ def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _collate_float(examples: list[dict]) -> dict:
     return VideoPoseDataModule.to_float(default_collate(examples))
-
-
-def _init_worker(worker_id: int) -> None:
-    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's pool would oversubscribe the cores
 
 
 class _TrainFetcherLoader(StatefulDataLoader):
@@ -229,7 +224,6 @@ class VideoPoseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
-            worker_init_fn=_init_worker,
         )
         if self.trainer is None:
             self._train_loader = StatefulDataLoader(self.train_dataset(), **kwargs)
@@ -273,7 +267,6 @@ class VideoPoseDataModule(L.LightningDataModule):
             batch_size=self.val_batch_size,
             num_workers=self.num_workers,
             collate_fn=_collate_float,
-            worker_init_fn=_init_worker,
         )
 
     def skip_counts(self) -> dict[str, int]:

@@ -250,3 +250,14 @@ def test_evaluation_stream_restarts_after_a_pass_cut_short(shards):
     for _ in range(3):
         assert next(iter(loader))["key"] == first
     assert sum(len(b["key"]) for b in loader) == 12
+
+
+def test_crop_without_resize_equals_resize_then_crop():
+    import cv2
+
+    from datamodules.clips import CropBox, apply_box_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 30, 3), dtype=np.uint8)
+    box = CropBox(40, 30, 4, 2, 32, 24)  # the source size: the shortcut skips cv2.resize
+    resized = np.stack([cv2.resize(f, (30, 40), interpolation=cv2.INTER_LINEAR)[4:36, 2:26] for f in frames])
+    assert np.array_equal(apply_box_frames(frames, box), resized)

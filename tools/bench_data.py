@@ -1,30 +1,33 @@
 """Data-loading throughput: our shards vs per-frame PNG folders (the format peers use), side by side.
 
 Both hold the same videos at the training size (H x W = 768 x 512, the release's): the shards as
-mp4 + keypoints rendered on the fly by ``VideoPoseDataModule``; the PNG folders as one PNG per frame
-plus pre-rendered pose PNGs, read with PIL. Each side loads random 16-frame clips with a random
-reference frame (video, pose, ref image, ref pose as float tensors) through a DataLoader with the
-same worker count. The content is the real example dance video (``shared/data``) with synthetic
-skeletons (their drawing cost is what matters); without it, synthetic videos.
+mp4 + keypoints, skeletons rendered on the fly by ``VideoPoseDataModule``; the PNG folders as one
+PNG per frame plus pre-rendered pose PNGs, read with PIL. Each side loads random 16-frame clips with
+a random reference frame through a DataLoader with the same worker count and returns the same
+tensors: uint8 video, pose, ref image and ref pose, channels first (the float conversion runs on
+the device after the transfer, ``VideoPoseDataModule.on_after_batch_transfer``, for both). The
+content is the real example dance video (``shared/data``) with synthetic skeletons (their drawing
+cost is what matters); without it, synthetic videos.
 
     python tools/bench_data.py --workers 2 --clips 32
 
-A third row measures a proposal, not the shipped reader: ``decode_mp4`` decodes from frame 0 up
-to the last wanted frame (clip end or reference frame, often near the end), and libx264's default
-keyframe interval is 250. Encoding with a keyframe every 16 frames and seeking to the keyframe
-before each run of wanted frames decodes about 16-48 frames per clip instead of about 100.
+Rows: shards as written now (a keyframe every 16 frames), the same videos with libx264's default
+keyframe interval (250, shards written before), latent-cache shards, PNG folders. Columns: clips/s
+after warm-up; CPU ms per clip of the main process and the workers together over the timed
+batches (the machine's load barely moves it, unlike clips/s); then an in-process CPU breakdown by
+stage, one thread, as in a worker.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import torch
@@ -33,13 +36,14 @@ from einops import rearrange
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import datamodules.clips
+import datamodules.clips as clips
 from datamodules.format import decode_mp4, encode_sample
 from datamodules.pose_render import render_pose_sequence
 from datamodules.synthetic import make_synthetic_video
 from datamodules.video_datamodule import VideoPoseDataModule
 
 DANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dance_source.mp4"
+SHARD_ROWS = {"shards, GOP 16": "shards", "shards, GOP 250 (old)": "shards_gop250"}
 
 
 def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -52,125 +56,163 @@ def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, top : top + height, left : left + width])
 
 
-def encode_mp4_gop(frames: np.ndarray, fps: float, gop: int) -> bytes:
-    """``datamodules.format.encode_mp4`` with a keyframe every ``gop`` frames (the proposal)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "g": str(gop), "keyint_min": str(gop)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
-
-
-def decode_mp4_seek(data: bytes, indices: list[int], gop: int = 16) -> np.ndarray:
-    """``decode_mp4`` that seeks to the keyframe before each run of wanted frames (the proposal)."""
-    wanted, frames = sorted(set(indices)), {}
-    runs = [[wanted[0]]]
-    for i in wanted[1:]:
-        if i - runs[-1][-1] <= gop:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate, base, start = stream.average_rate, stream.time_base, stream.start_time or 0
-        for run in runs:
-            container.seek(start + int(run[0] / rate / base), stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                i = int(round((frame.pts - start) * base * rate))
-                if i in run:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= run[-1]:
-                    break
-    return np.stack([frames[i] for i in indices])
-
-
-def write_datasets(root: Path, videos: int, height: int, width: int) -> tuple[Path, Path, int]:
-    """The same videos as shards (one per shard), latent-cache shards, and PNG folders."""
-    shards, pngs, latents = root / "shards", root / "png", root / "latent_shards"
-    for folder in (shards, pngs, latents, root / "gop_shards"):
-        folder.mkdir(parents=True, exist_ok=True)
+def write_datasets(root: Path, videos: int, height: int, width: int) -> int:
+    """The same videos as shards (GOP 16 and 250, one video per shard), latent shards and PNG folders."""
+    for folder in (*SHARD_ROWS.values(), "latent_shards", "png"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
     source = _fit(decode_mp4(str(DANCE)), height, width) if DANCE.is_file() else None
     for v in range(videos):
         length = len(source) if source is not None else 96
         synthetic, pose = make_synthetic_video(v, length, height, width, seed=v)
         frames = synthetic if source is None else (source if v % 2 == 0 else source[:, :, ::-1].copy())
-        with wds.TarWriter(str(shards / f"shard-{v:06d}.tar")) as writer:
-            sample = encode_sample(f"video{v:03d}", frames, 16.0, pose, {"source": "bench"})
-            writer.write(sample)
-        with wds.TarWriter(str(root / "gop_shards" / f"shard-{v:06d}.tar")) as writer:
-            writer.write({**sample, "mp4": encode_mp4_gop(frames, 16.0, gop=16)})
+        for folder, gop in (("shards", 16), ("shards_gop250", None)):
+            with wds.TarWriter(str(root / folder / f"shard-{v:06d}.tar")) as writer:
+                writer.write(encode_sample(f"video{v:03d}", frames, 16.0, pose, {"source": "bench"}, gop=gop))
         # Latent-cache samples: SD-VAE latents (f, 4, H/8, W/8) and CLIP image embeddings (f, 1024).
-        latent = (
-            np.random.default_rng(v).standard_normal((length, 4, height // 8, width // 8)).astype(np.float16)
-        )
-        embeds = np.zeros((length, 1024), np.float16)
+        rng = np.random.default_rng(v)
+        latent = rng.standard_normal((length, 4, height // 8, width // 8)).astype(np.float16)
         meta = json.dumps({"height": height, "width": width, "frames": length}).encode()
-        with wds.TarWriter(str(latents / f"shard-{v:06d}.tar")) as writer:
-            sample = {"__key__": f"video{v:03d}", "latents.npy": latent, "clip.npy": embeds, "json": meta}
-            writer.write({**sample, "pose.npz": pose.to_npz_bytes()})
-        folder = pngs / f"video{v:03d}"
+        with wds.TarWriter(str(root / "latent_shards" / f"shard-{v:06d}.tar")) as writer:
+            writer.write(
+                {
+                    "__key__": f"video{v:03d}",
+                    "latents.npy": latent,
+                    "clip.npy": np.zeros((length, 1024), np.float16),
+                    "json": meta,
+                    "pose.npz": pose.to_npz_bytes(),
+                }
+            )
+        folder = root / "png" / f"video{v:03d}"
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "poses").mkdir(exist_ok=True)
         rendered = render_pose_sequence(pose, height, width)
         for i in range(length):
             cv2.imwrite(str(folder / "images" / f"{i:04d}.png"), frames[i][..., ::-1])
             cv2.imwrite(str(folder / "poses" / f"{i:04d}.png"), rendered[i][..., ::-1])
-    return shards, pngs, length
+    return length
 
 
 class PngClips(Dataset):
-    """Peers' layout: ``<video>/images/*.png`` and pre-rendered ``<video>/poses/*.png``, read with PIL."""
+    """Peers' layout: ``<video>/images/*.png`` and pre-rendered ``<video>/poses/*.png``, read with PIL.
 
-    def __init__(self, root: Path, num_frames: int, clips: int) -> None:
+    Returns what ``ClipExample`` returns: uint8 (3, f, H, W) video and pose, (3, H, W) references.
+    ``timer`` (in-process breakdown only) adds CPU seconds per stage."""
+
+    def __init__(self, root: Path, num_frames: int, clips: int, timer: Counter | None = None) -> None:
         self.videos = sorted(p for p in root.iterdir() if p.is_dir())
-        self.num_frames, self.clips = num_frames, clips
+        self.num_frames, self.clips, self.timer = num_frames, clips, timer
 
     def __len__(self) -> int:
         return self.clips
 
-    @staticmethod
-    def _read(path: Path) -> torch.Tensor:
-        with Image.open(path) as image:
-            return torch.from_numpy(np.array(image.convert("RGB")))
+    def _read(self, paths: list[Path], stage: str) -> torch.Tensor:
+        start = time.process_time()
+        frames = []
+        for path in paths:
+            with Image.open(path) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        if self.timer is not None:
+            self.timer[stage] += time.process_time() - start
+        return np.stack(frames)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng(index)
         video = self.videos[index % len(self.videos)]
         images, poses = sorted((video / "images").iterdir()), sorted((video / "poses").iterdir())
         start = int(rng.integers(len(images) - self.num_frames + 1))
-        ref = int(rng.integers(len(images)))
-        clip = [*range(start, start + self.num_frames), ref]
-        pixels = torch.stack([self._read(images[i]) for i in clip]).float().div_(127.5).sub_(1.0)
-        pose = torch.stack([self._read(poses[i]) for i in clip]).float().div_(255.0)
-        pixels, pose = rearrange(pixels, "f h w c -> c f h w"), rearrange(pose, "f h w c -> c f h w")
-        return {
-            "video": pixels[:, :-1],
-            "ref_image": pixels[:, -1],
-            "pose": pose[:, :-1],
-            "ref_pose": pose[:, -1],
+        clip = [*range(start, start + self.num_frames), int(rng.integers(len(images)))]
+        pixels = self._read([images[i] for i in clip], "read image PNGs")
+        pose = self._read([poses[i] for i in clip], "read pose PNGs")
+        start = time.process_time()
+        out = {
+            "video": _channels_first(pixels[:-1]),
+            "ref_image": _channels_first(pixels[-1:])[:, 0],
+            "pose": _channels_first(pose[:-1]),
+            "ref_pose": _channels_first(pose[-1:])[:, 0],
         }
+        if self.timer is not None:
+            self.timer["to channels-first tensors"] += time.process_time() - start
+        return out
 
 
-def clips_per_second(loader, clips: int, warmup: int) -> float:
-    """Clips per second after ``warmup`` batches (worker start-up excluded)."""
+def _channels_first(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rearrange(frames, "f h w c -> c f h w")))
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of this process and ``pids`` (Linux ``/proc/<pid>/stat``)."""
+    own = os.times()
+    total = own.user + own.system
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def measure(loader, clips: int, warmup: int) -> tuple[float, float]:
+    """(clips per second, CPU ms per clip of all processes) after ``warmup`` batches."""
     iterator = iter(loader)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
-    seen = 0
+    pids = [w.pid for w in getattr(iterator, "_workers", [])]  # the DataLoader's worker processes
+    cpu, start, seen = _cpu_seconds(pids), time.perf_counter(), 0
     while seen < clips:
         seen += len(next(iterator)["pose"])
-    return seen / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return seen / wall, 1000 * (_cpu_seconds(pids) - cpu) / seen
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def shard_stages(folder: Path, example: clips.ClipExample, n: int) -> dict[str, float]:
+    """In-process CPU ms per clip by stage of ``ClipExample`` on the first sample of ``folder``."""
+    sample = next(iter(wds.WebDataset(str(next(folder.glob("*.tar"))), shardshuffle=False)))
+    timer, saved = Counter(), {n: getattr(clips, n) for n in ("decode_mp4", "apply_box_frames")}
+    saved.update(render_pose_sequence=clips.render_pose_sequence, _channels_first=clips._channels_first)
+    names = {
+        "decode_mp4": "decode mp4 (seek, 1 thread)",
+        "apply_box_frames": "resize / crop",
+        "render_pose_sequence": "render skeletons",
+        "_channels_first": "to channels-first tensors",
+    }
+
+    def timed(name, fn):
+        def run(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timer[names[name]] += time.process_time() - start
+
+        return run
+
+    for name, fn in saved.items():
+        if name == "decode_mp4":
+            fn = lambda data, indices, threads=0, _f=fn: _f(data, indices, threads=1)  # noqa: E731 - as in a worker
+        setattr(clips, name, timed(name, fn))
+    try:
+        rng, start = np.random.default_rng(0), time.process_time()
+        for _ in range(n):
+            example(sample, rng)
+        total = time.process_time() - start
+    finally:
+        for name, fn in saved.items():
+            setattr(clips, name, fn)
+    return _per_clip(timer, total, n)
+
+
+def png_stages(folder: Path, num_frames: int, n: int) -> dict[str, float]:
+    timer = Counter()
+    dataset, start = PngClips(folder, num_frames, n, timer), time.process_time()
+    for i in range(n):
+        dataset[i]
+    return _per_clip(timer, time.process_time() - start, n)
+
+
+def _per_clip(timer: Counter, total: float, n: int) -> dict[str, float]:
+    out = {name: 1000 * seconds / n for name, seconds in timer.items()}
+    return {**out, "other": 1000 * total / n - sum(out.values()), "total": 1000 * total / n}
+
+
+def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -185,19 +227,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
         start = time.perf_counter()
-        shards, pngs, length = write_datasets(root, args.videos, args.height, args.width)
+        length = write_datasets(root, args.videos, args.height, args.width)
         print(
             f"wrote {args.videos} videos of {length} frames in {time.perf_counter() - start:.0f} s under {root}"
         )
         warmup, results = 2 * max(args.workers, 1), {}
-        rows = (
-            ("shards (mp4 + keypoints)", "shards", False),
-            ("shards, GOP 16 + seek *", "gop_shards", False),
-            ("shards, latent cache", "latent_shards", True),
-        )
-        for name, folder, latent in rows:
-            # The proposal row swaps the reader's decoder; DataLoader workers fork and inherit it.
-            datamodules.clips.decode_mp4 = decode_mp4_seek if folder == "gop_shards" else decode_mp4
+        for name, folder in (*SHARD_ROWS.items(), ("shards, latent cache", "latent_shards")):
             module = VideoPoseDataModule(
                 train_shards=str(root / folder),
                 num_frames=args.num_frames,
@@ -206,21 +241,34 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 batch_size=1,
                 num_workers=args.workers,
                 resampled=True,
-                use_latent_cache=latent,
+                use_latent_cache=folder == "latent_shards",
             )
-            results[name] = clips_per_second(module.train_dataloader(), args.clips, warmup)
-        datamodules.clips.decode_mp4 = decode_mp4
-        png = PngClips(pngs, args.num_frames, args.clips + warmup)
+            results[name] = measure(module.train_dataloader(), args.clips, warmup)
+        png = PngClips(root / "png", args.num_frames, args.clips + warmup)
         loader = DataLoader(png, batch_size=1, num_workers=args.workers, persistent_workers=args.workers > 0)
-        results["PNG folders (PIL)"] = clips_per_second(loader, args.clips, warmup)
-    base = results["PNG folders (PIL)"]
+        results["PNG folders (PIL)"] = measure(loader, args.clips, warmup)
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        example = VideoPoseDataModule(
+            str(root / "shards"), num_frames=args.num_frames, height=args.height, width=args.width
+        ).train_example
+        stages = {
+            "shards, GOP 16": shard_stages(root / "shards", example, 8),
+            "shards, GOP 250 (old)": shard_stages(root / "shards_gop250", example, 8),
+            "PNG folders (PIL)": png_stages(root / "png", args.num_frames, 8),
+        }
+    base = results["PNG folders (PIL)"][0]
     print(
         f"\n{args.num_frames}-frame clips at {args.height}x{args.width}, {args.workers} workers, {args.clips} clips"
     )
-    print(f"| {'format':26} | clips/s | vs PNG |\n| {'-' * 26} | ------- | ------ |")
-    for name, rate in results.items():
-        print(f"| {name:26} | {rate:7.2f} | {rate / base:5.2f}x |")
-    print("* proposal: keyframe every 16 frames + seeking decode (this script), not yet the shipped reader")
+    print(
+        f"| {'format':22} | clips/s | vs PNG | CPU ms/clip |\n| {'-' * 22} | ------- | ------ | ----------- |"
+    )
+    for name, (rate, cpu) in results.items():
+        print(f"| {name:22} | {rate:7.2f} | {rate / base:5.2f}x | {cpu:11.0f} |")
+    print("\nIn-process CPU ms per clip by stage (1 thread):")
+    for name, times in stages.items():
+        print(f"  {name}: " + ", ".join(f"{stage} {ms:.0f}" for stage, ms in times.items()))
     return results
 
 
