@@ -11,26 +11,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from unianimate.metrics.weights import load_state_file
 
 I3D_LAYOUT = (
     "the pytorch-i3d Kinetics-400 RGB weights rgb_imagenet.pt "
     "(keys 'Conv3d_1a_7x7.conv3d.weight', 'Mixed_3b.b0.conv3d.weight', ..., 'logits.conv3d.weight')"
 )
-
-
-def load_state_file(path: str | Path, what: str) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` or torch ``.pt``/``.pth`` state dict; a missing file says what to supply."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: supply {what}")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected {what}")
-    return state
 
 
 def _same_pad(x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> Tensor:

@@ -15,8 +15,9 @@ come from two local files, nothing is downloaded:
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from unianimate.metrics.weights import load_state_file
 
 # VGG16 configuration "D": conv widths, "M" = 2x2 max pool. Indices in ``features`` then match
 # torchvision's ``vgg16().features`` exactly.
@@ -30,19 +31,6 @@ _SCALE = (0.458, 0.448, 0.450)
 
 VGG_LAYOUT = "a torchvision VGG16 state dict (keys 'features.0.weight' ... 'features.28.bias')"
 HEADS_LAYOUT = "the lpips package's v0.1 vgg.pth (keys 'lin0.model.1.weight' ... 'lin4.model.1.weight')"
-
-
-def load_state_file(path: str | Path, what: str) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` or torch ``.pt``/``.pth`` state dict; a missing file says what to supply."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: supply {what}")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected {what}")
-    return state
 
 
 def _vgg16_features() -> nn.Sequential:
