@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from demo_helpers import demo_overrides
 
-from tests.conftest import demo_overrides
 from unianimate.cli import main
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 import torch
+from demo_helpers import REPO, demo_overrides
 
-from tests.conftest import REPO, demo_overrides
 from unianimate.cli import main
 
 pytestmark = pytest.mark.slow

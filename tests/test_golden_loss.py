@@ -11,8 +11,8 @@ import os
 
 import lightning as L
 import pytest
+from demo_helpers import REPO, demo_overrides
 
-from tests.conftest import REPO, demo_overrides
 from unianimate.cli import main
 
 GOLDEN = REPO / "tests" / "golden" / "tiny_loss_curve.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from demo_helpers import REPO
 
 from datamodules.video_datamodule import VideoPoseDataModule
-from tests.conftest import REPO
 from unianimate.latent_cache import build_latent_cache
 from unianimate.models.frozen import FrozenEncoders
 from unianimate.models.unet3d import UNet3D
