@@ -77,11 +77,15 @@ class PoseSequence:
 DEFAULT_GOP = 16
 
 
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int | None = DEFAULT_GOP) -> bytes:
+def encode_mp4(
+    frames: np.ndarray, fps: float, crf: int = 18, gop: int | None = DEFAULT_GOP, fast_decode: bool = True
+) -> bytes:
     """Encode uint8 frames (f, H, W, 3) RGB as an H.264 mp4 in memory.
 
     ``gop``: a keyframe every ``gop`` frames (x264 ``keyint`` = ``min-keyint``); None keeps
-    libx264's default (250, scene cuts may add more).
+    libx264's default (250, scene cuts may add more). ``fast_decode``: x264 ``--tune fastdecode``
+    (no CABAC, no deblocking, no weighted prediction): on the 768x512 dance clip about half the
+    decoding CPU for about 10% more bytes and 0.4 dB less PSNR at the same ``crf``.
     """
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (f, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -91,6 +95,8 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int | None = 
     options = {"crf": str(crf), "preset": "veryfast"}
     if gop is not None:
         options.update(g=str(gop), keyint_min=str(gop))
+    if fast_decode:
+        options["tune"] = "fastdecode"
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
@@ -174,16 +180,23 @@ def decode_mp4_reference(data: bytes | str, indices: list[int] | None = None, th
 
 
 def encode_sample(
-    key: str, frames: np.ndarray, fps: float, pose: PoseSequence, meta: dict, gop: int | None = DEFAULT_GOP
+    key: str,
+    frames: np.ndarray,
+    fps: float,
+    pose: PoseSequence,
+    meta: dict,
+    gop: int | None = DEFAULT_GOP,
+    fast_decode: bool = True,
 ) -> dict:
-    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``); ``gop`` as for :func:`encode_mp4`."""
+    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``); ``gop``, ``fast_decode`` as
+    for :func:`encode_mp4`."""
     if len(pose) != len(frames):
         raise ValueError(f"{key}: {len(frames)} frames but {len(pose)} pose frames")
     info = {"fps": fps, "height": frames.shape[1], "width": frames.shape[2], "frames": len(frames)}
     info.update(meta)
     return {
         "__key__": key,
-        "mp4": encode_mp4(frames, fps, gop=gop),
+        "mp4": encode_mp4(frames, fps, gop=gop, fast_decode=fast_decode),
         "pose.npz": pose.to_npz_bytes(),
         "json": json.dumps(info).encode(),
     }

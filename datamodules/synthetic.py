@@ -269,7 +269,12 @@ def write_synthetic_shards(
                 identity = identities[i % len(identities)]
                 frames, pose = make_synthetic_video(identity, num_frames, height, width, seed * 1_000_003 + i)
                 meta = {"source": "synthetic", "licence": "CC0", "identity": identity, "split": split_name}
-                writer.write(encode_sample(f"{split_name}-{i:06d}", frames, FPS, pose, meta))
+                # Encoded as before short GOPs and fastdecode: the demo data, and so the stored
+                # golden loss curve, stay bit-identical (tiny videos decode fast either way).
+                sample = encode_sample(
+                    f"{split_name}-{i:06d}", frames, FPS, pose, meta, gop=None, fast_decode=False
+                )
+                writer.write(sample)
         partial.replace(path)
         shards.append(path)
     manifest = {
