@@ -162,9 +162,12 @@ class ClipExample:
             from datamodules.pose_align import random_pose_jitter  # lazy: an optional augmentation
 
             clip_pose = random_pose_jitter(clip_pose, rng)
+        clip_pose = apply_box_pose(clip_pose, box)
         return {
-            "pose": self._render(apply_box_pose(clip_pose, box)),
+            "pose": self._render(clip_pose),
             "ref_pose": self._render(apply_box_pose(ref_pose, box))[:, 0],
+            # The driving body keypoints in the clip's frame (f, 20, 3): pose-fidelity metrics.
+            "keypoints": torch.from_numpy(np.ascontiguousarray(clip_pose.body, dtype=np.float32)),
         }
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
