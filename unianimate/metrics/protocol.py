@@ -181,8 +181,8 @@ def _fmt(name: str, value: float) -> str:
 
 def format_markdown(results: dict) -> str:
     """A Markdown table of the metric values, with the mode and weight provenance underneath."""
-    order = ("l1", "psnr", "ssim", "lpips", "fvd")
-    arrows = {"l1": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "fvd": "↓"}
+    order = ("l1", "psnr", "ssim", "lpips", "fvd", "pck")
+    arrows = {"l1": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "fvd": "↓", "pck": "↑"}
     names = [k for k in order if k in results]
     lines = [
         "| " + " | ".join(f"{k.upper()} {arrows[k]}" for k in names) + " |",
