@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,7 +134,8 @@ class ClipExample:
                 return PoseSequence.from_npz_bytes(sample["pose.npz"])
             if "pose.json" in sample:
                 return PoseSequence.from_json_bytes(sample["pose.json"])
-        except Exception as exn:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exn:
+            # Corrupt pose data only: an interpreter error must fail loudly, not drop a sample.
             raise SkipSample("bad_pose", repr(exn)) from exn
         raise SkipSample("missing_pose")
 

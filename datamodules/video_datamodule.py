@@ -40,6 +40,13 @@ from datamodules.stream import ShardStream, distributed_rank, expand_shards, ski
 log = logging.getLogger(__name__)
 
 
+# Workers start from a clean interpreter, not a fork of the parent: a forked worker inherits
+# the parent's unreachable loader iterators, and when its garbage collector finalises one, that
+# iterator tries to shut down workers that are not its children (and the error report, through
+# an inherited sys.unraisablehook, corrupted a concurrent numpy parse: a sample lost as bad_pose).
+WORKER_START = "forkserver"
+
+
 def _local_files_missing(spec: str) -> bool:
     if "://" in spec or spec.startswith("pipe:"):
         return False
@@ -224,6 +231,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
+            multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
         if self.trainer is None:
             self._train_loader = StatefulDataLoader(self.train_dataset(), **kwargs)
@@ -267,6 +275,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             batch_size=self.val_batch_size,
             num_workers=self.num_workers,
             collate_fn=_collate_float,
+            multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
 
     def skip_counts(self) -> dict[str, int]:
