@@ -26,8 +26,9 @@ import torch
 from einops import rearrange
 from torch.utils.data import get_worker_info
 
-from datamodules.format import PoseSequence, decode_mp4
-from datamodules.pose_render import render_pose_sequence
+from datamodules.colour import pack_yuv420
+from datamodules.format import PoseSequence, YUV420Frames, decode_mp4_yuv420
+from datamodules.pose_render import render_pose_index_sequence
 from datamodules.stream import SkipSample
 
 Resize = Literal["center_crop", "random_crop", "stretch"]
@@ -46,16 +47,26 @@ class CropBox:
 
 
 def crop_box(
-    src_h: int, src_w: int, height: int, width: int, mode: Resize, rng: np.random.Generator
+    src_h: int,
+    src_w: int,
+    height: int,
+    width: int,
+    mode: Resize,
+    rng: np.random.Generator,
+    even: bool = False,
 ) -> CropBox:
+    """``even``: crop at even offsets only, so a 4:2:0 frame's chroma (half size) crops along."""
     if mode == "stretch":
         return CropBox(height, width, 0, 0, height, width)
     scale = max(height / src_h, width / src_w)  # cover the target, then crop the excess
     scaled_h, scaled_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    step = 2 if even else 1
     if mode == "center_crop":
         top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+        top, left = top - top % step, left - left % step
     elif mode == "random_crop":
-        top, left = int(rng.integers(scaled_h - height + 1)), int(rng.integers(scaled_w - width + 1))
+        top = step * int(rng.integers((scaled_h - height) // step + 1))
+        left = step * int(rng.integers((scaled_w - width) // step + 1))
     else:
         raise ValueError(f"resize must be center_crop, random_crop or stretch, got {mode!r}")
     return CropBox(scaled_h, scaled_w, top, left, height, width)
@@ -76,6 +87,34 @@ def apply_box_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
     return np.stack(out)
 
 
+def _resize_crop_planes(
+    planes: np.ndarray, size: tuple[int, int], top: int, left: int, height: int, width: int
+) -> np.ndarray:
+    """uint8 (..., H0, W0) single-channel planes -> resized to ``size`` (h, w), then cropped."""
+    if planes.shape[-2:] == size:
+        return planes[..., top : top + height, left : left + width]
+    shrinking = size[0] * size[1] < planes.shape[-2] * planes.shape[-1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    flat = planes.reshape(-1, *planes.shape[-2:])
+    out = np.empty((len(flat), height, width), np.uint8)
+    for i, plane in enumerate(flat):
+        out[i] = cv2.resize(plane, size[::-1], interpolation=interpolation)[
+            top : top + height, left : left + width
+        ]
+    return out.reshape(*planes.shape[:-2], height, width)
+
+
+def apply_box_yuv420(frames: YUV420Frames, box: CropBox) -> np.ndarray:
+    """4:2:0 frames -> packed (f, 3 height / 2, width) (``datamodules.colour.pack_yuv420``): each
+    plane resized and cropped, the chroma at half size; the box must have even offsets and sizes."""
+    if box.top % 2 or box.left % 2 or box.height % 2 or box.width % 2:
+        raise ValueError(f"4:2:0 frames crop at even offsets to even sizes, got {box}")
+    y = _resize_crop_planes(frames.y, (box.scaled_h, box.scaled_w), box.top, box.left, box.height, box.width)
+    chroma = (-(-box.scaled_h // 2), -(-box.scaled_w // 2))  # ceil: an odd size keeps its last column
+    uv = _resize_crop_planes(frames.uv, chroma, box.top // 2, box.left // 2, box.height // 2, box.width // 2)
+    return pack_yuv420(y, uv)
+
+
 def apply_box_points(points: np.ndarray, box: CropBox) -> np.ndarray:
     """Normalised (..., 3) keypoints of the source -> normalised in the crop; scores kept."""
     out = points.astype(np.float32, copy=True)
@@ -89,11 +128,6 @@ def apply_box_pose(pose: PoseSequence, box: CropBox) -> PoseSequence:
     return PoseSequence(apply_box_points(pose.body, box), apply_box_points(pose.hands, box), face)
 
 
-def _channels_first(frames: np.ndarray) -> torch.Tensor:
-    """(f, H, W, c) -> contiguous (c, f, H, W) in one copy (numpy's transposing copy is the fast one)."""
-    return torch.from_numpy(np.ascontiguousarray(rearrange(frames, "f h w c -> c f h w")))
-
-
 def _load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
@@ -101,10 +135,15 @@ def _load_npy(data: bytes) -> np.ndarray:
 class ClipExample:
     """``make_example`` for :class:`datamodules.stream.ShardStream`: raw sample -> example dict.
 
-    Video example: uint8 ``video`` (3, f, H, W), ``pose`` (3, f, H, W), ``ref_image`` (3, H, W),
-    ``ref_pose`` (3, H, W), ``key``. The pictures stay uint8 until
+    Video example: ``video`` (f, 3H/2, W) and ``ref_image`` (3H/2, W), the decoder's YUV 4:2:0
+    planes packed (:func:`datamodules.colour.pack_yuv420`) with their ``video_colour`` code;
+    ``pose`` (f, H, W) and ``ref_pose`` (H, W), skeletons as uint8 indices into
+    :data:`datamodules.pose_render.PALETTE`; ``keypoints``; ``key``.
     :meth:`datamodules.video_datamodule.VideoPoseDataModule.to_float` (on the device, after the
-    transfer): a quarter of the bytes through the workers' shared memory and no float pass here.
+    transfer) makes them float RGB, channels-first: an eighth of the bytes of float RGB (a twelfth
+    for the skeletons) through the workers' shared memory, and no colour conversion, float pass or
+    transpose on their CPUs. Crops start at even offsets (4:2:0 chroma crops along) and the
+    training size must be even.
     Latent-cache example: float32 ``latent`` (4, f, h, w), ``ref_latent`` (4, h, w),
     ``clip_embed`` (d,) instead of ``video`` / ``ref_image``.
     """
@@ -123,6 +162,8 @@ class ClipExample:
     ) -> None:
         if use_latent_cache and resize == "random_crop":
             raise ValueError("the latent cache is encoded once: use resize=center_crop or stretch with it")
+        if height % 2 or width % 2:
+            raise ValueError(f"the training size must be even (4:2:0 video), got {height}x{width}")
         self.num_frames, self.frame_interval = num_frames, frame_interval
         self.height, self.width, self.resize = height, width, resize
         self.draw_hands, self.draw_face = draw_hands, draw_face
@@ -147,16 +188,11 @@ class ClipExample:
         return start + self.frame_interval * np.arange(self.num_frames), int(rng.integers(length))
 
     def _render(self, pose: PoseSequence) -> torch.Tensor:
-        """uint8 (3, f, H, W) skeletons in the release's channel order (reversed drawing order)."""
-        frames = render_pose_sequence(
-            pose,
-            self.height,
-            self.width,
-            draw_hands=self.draw_hands,
-            draw_face=self.draw_face,
-            release_channel_order=False,  # reversed below, in the same copy as the transpose
+        """uint8 (f, H, W) skeletons as indices into :data:`datamodules.pose_render.PALETTE`."""
+        frames = render_pose_index_sequence(
+            pose, self.height, self.width, draw_hands=self.draw_hands, draw_face=self.draw_face
         )
-        return _channels_first(frames[..., ::-1])
+        return torch.from_numpy(frames)
 
     def _poses(self, pose: PoseSequence, clip: np.ndarray, ref: int, box: CropBox, rng) -> dict:
         clip_pose, ref_pose = pose.frames(clip), pose.frames([ref])
@@ -167,7 +203,7 @@ class ClipExample:
         clip_pose = apply_box_pose(clip_pose, box)
         return {
             "pose": self._render(clip_pose),
-            "ref_pose": self._render(apply_box_pose(ref_pose, box))[:, 0],
+            "ref_pose": self._render(apply_box_pose(ref_pose, box))[0],
             # The driving body keypoints in the clip's frame (f, 20, 3): pose-fidelity metrics.
             "keypoints": torch.from_numpy(np.ascontiguousarray(clip_pose.body, dtype=np.float32)),
         }
@@ -182,14 +218,16 @@ class ClipExample:
         # Frame threads pay off in a single process; DataLoader workers already fill the cores.
         threads = 1 if get_worker_info() is not None else 0
         try:
-            frames = decode_mp4(sample["mp4"], [*clip.tolist(), ref], threads=threads)
+            frames = decode_mp4_yuv420(sample["mp4"], [*clip.tolist(), ref], threads=threads)
         except Exception as exn:
             raise SkipSample("bad_video", repr(exn)) from exn
-        box = crop_box(frames.shape[1], frames.shape[2], self.height, self.width, self.resize, rng)
-        frames = apply_box_frames(frames, box)
+        src_h, src_w = frames.y.shape[1:]
+        box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)
+        packed = apply_box_yuv420(frames, box)
         return {
-            "video": _channels_first(frames[:-1]),
-            "ref_image": _channels_first(frames[-1:])[:, 0],
+            "video": torch.from_numpy(packed[:-1]),  # views: collate copies them once
+            "ref_image": torch.from_numpy(packed[-1]),
+            "video_colour": frames.colour,
             **self._poses(pose, clip, ref, box, rng),
             "key": sample["__key__"],
         }
@@ -211,7 +249,7 @@ class ClipExample:
         if (latents.shape[2] * 8, latents.shape[3] * 8) != (self.height, self.width):
             raise SkipSample("latent_size", f"latents {latents.shape[2:]} for {self.height}x{self.width}")
         clip, ref = self._indices(len(pose), rng)
-        box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng)
+        box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)  # as the cache
         latent = torch.from_numpy(latents[clip].astype(np.float32))
         return {
             "latent": rearrange(latent, "f c h w -> c f h w").contiguous(),

@@ -47,25 +47,51 @@ FACE_DOT_RADIUS = 3
 _PIXEL_EPS = 0.01
 
 
-def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float) -> np.ndarray:
+# Every pixel of a skeleton picture is black or exactly one of the colours below: the release draws
+# without anti-aliasing and each shape overwrites what lies under it. So the pictures are drawn as
+# uint8 indices into ``PALETTE`` (one byte a pixel instead of three, a third of the bytes through
+# the DataLoader's shared memory and to the device) and coloured by one table lookup, on the device
+# for training batches. The release also dims the limbs by ``(canvas * 0.6).astype(uint8)`` over
+# the whole canvas after drawing them on black: the same as drawing them in their dimmed colours.
+def _drawn(colour: tuple) -> tuple[int, int, int]:
+    """The uint8 values OpenCV draws for ``colour`` (it rounds fractional ones)."""
+    pixel = np.zeros((1, 1, 3), np.uint8)
+    cv2.rectangle(pixel, (0, 0), (0, 0), colour, thickness=-1)
+    return tuple(int(v) for v in pixel[0, 0])
+
+
+_LIMB_INDEX = 1  # 19 dimmed limb colours, then 20 body dots, 20 hand edges, the hand dot, the face dot
+_BODY_DOT_INDEX = _LIMB_INDEX + len(BODY_LIMBS)
+_HAND_EDGE_INDEX = _BODY_DOT_INDEX + len(BODY_COLOURS)
+_HAND_DOT_INDEX = _HAND_EDGE_INDEX + len(HAND_EDGES)
+_FACE_DOT_INDEX = _HAND_DOT_INDEX + 1
+PALETTE = np.zeros((256, 3), np.uint8)  # index -> RGB as the release's code writes it; 0 is black
+PALETTE[_LIMB_INDEX:_BODY_DOT_INDEX] = [
+    tuple(int(c * 0.6) for c in BODY_COLOURS[i]) for i in range(len(BODY_LIMBS))
+]
+PALETTE[_BODY_DOT_INDEX:_HAND_EDGE_INDEX] = BODY_COLOURS
+PALETTE[_HAND_EDGE_INDEX:_HAND_DOT_INDEX] = [_drawn(c) for c in HAND_EDGE_COLOURS]
+PALETTE[_HAND_DOT_INDEX], PALETTE[_FACE_DOT_INDEX] = HAND_DOT_COLOUR, FACE_DOT_COLOUR
+RELEASE_PALETTE = np.ascontiguousarray(PALETTE[:, ::-1])  # channels reversed, as the weights saw them
+
+
+def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float) -> None:
     height, width = canvas.shape[:2]
     visible = body[:, 2] > threshold
-    for (a, b), colour in zip(BODY_LIMBS, BODY_COLOURS):
+    for limb, (a, b) in enumerate(BODY_LIMBS):
         if not (visible[a] and visible[b]):
             continue
-        xs = body[[a, b], 0] * float(width)
-        ys = body[[a, b], 1] * float(height)
-        length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
-        angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
-        polygon = cv2.ellipse2Poly(
-            (int(xs.mean()), int(ys.mean())), (int(length / 2), LIMB_HALF_WIDTH), int(angle), 0, 360, 1
-        )
-        cv2.fillConvexPoly(canvas, polygon, colour)
-    canvas = (canvas * 0.6).astype(np.uint8)
+        xa, xb = float(body[a, 0]) * width, float(body[b, 0]) * width
+        ya, yb = float(body[a, 1]) * height, float(body[b, 1]) * height
+        length = math.hypot(xa - xb, ya - yb)
+        angle = math.degrees(math.atan2(ya - yb, xa - xb))
+        # (xa + xb) / 2 is numpy's mean of the pair, bit for bit.
+        centre = (int((xa + xb) / 2), int((ya + yb) / 2))
+        polygon = cv2.ellipse2Poly(centre, (int(length / 2), LIMB_HALF_WIDTH), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(canvas, polygon, _LIMB_INDEX + limb)
     for i in np.flatnonzero(visible):
         centre = (int(body[i, 0] * width), int(body[i, 1] * height))
-        cv2.circle(canvas, centre, DOT_RADIUS, BODY_COLOURS[i], thickness=-1)
-    return canvas
+        cv2.circle(canvas, centre, DOT_RADIUS, _BODY_DOT_INDEX + int(i), thickness=-1)
 
 
 def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float) -> None:
@@ -76,11 +102,12 @@ def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float) -> None
         px = np.array([int(x * width) for x in hand[:, 0]])
         py = np.array([int(y * height) for y in hand[:, 1]])
         shown = kept & (px > _PIXEL_EPS) & (py > _PIXEL_EPS)
-        for (a, b), colour in zip(HAND_EDGES, HAND_EDGE_COLOURS):
+        for edge, (a, b) in enumerate(HAND_EDGES):
             if shown[a] and shown[b]:
-                cv2.line(canvas, (int(px[a]), int(py[a])), (int(px[b]), int(py[b])), colour, thickness=2)
+                end_a, end_b = (int(px[a]), int(py[a])), (int(px[b]), int(py[b]))
+                cv2.line(canvas, end_a, end_b, _HAND_EDGE_INDEX + edge, thickness=2)
         for i in np.flatnonzero(shown):
-            cv2.circle(canvas, (int(px[i]), int(py[i])), DOT_RADIUS, HAND_DOT_COLOUR, thickness=-1)
+            cv2.circle(canvas, (int(px[i]), int(py[i])), DOT_RADIUS, _HAND_DOT_INDEX, thickness=-1)
 
 
 def _draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float) -> None:
@@ -88,10 +115,10 @@ def _draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float) -> None:
     for x, y, score in face:
         px, py = int(x * width), int(y * height)
         if score >= threshold and px > _PIXEL_EPS and py > _PIXEL_EPS:
-            cv2.circle(canvas, (px, py), FACE_DOT_RADIUS, FACE_DOT_COLOUR, thickness=-1)
+            cv2.circle(canvas, (px, py), FACE_DOT_RADIUS, _FACE_DOT_INDEX, thickness=-1)
 
 
-def render_pose(
+def render_pose_indices(
     body: np.ndarray,
     hands: np.ndarray | None,
     face: np.ndarray | None,
@@ -102,45 +129,74 @@ def render_pose(
     draw_hands: bool = True,
     draw_face: bool = False,
     threshold: float = 0.3,
-    release_channel_order: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One skeleton picture, uint8 (H, W, 3) on black.
-
-    body (20, 3), hands (2, 21, 3) or None, face (68, 3) or None; x, y normalised, score. A body
-    point is drawn if its score is above ``threshold``, a hand or face point if it is not below it
-    (the release's two rules). ``release_channel_order=True`` returns the channels reversed, which
-    is what the released weights were trained on; False returns the drawing array itself.
-    """
+    """One skeleton picture as uint8 (H, W) indices into :data:`PALETTE`; arguments as for
+    :func:`render_pose`. ``out``: a C-contiguous uint8 (H, W) array of zeros to draw into (returned)."""
     body = np.asarray(body, dtype=np.float64)
     if body.shape != (BODY_POINTS, 3):
         raise ValueError(f"body must be ({BODY_POINTS}, 3), got {body.shape}")
-    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    if out is None:
+        out = np.zeros((height, width), dtype=np.uint8)
+    elif out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 ({height}, {width}) array")
     if draw_body:
-        canvas = _draw_body(canvas, body, threshold)
+        _draw_body(out, body, threshold)
     if draw_hands and hands is not None:
         hands = np.asarray(hands, dtype=np.float64)
         if hands.shape != (2, HAND_POINTS, 3):
             raise ValueError(f"hands must be (2, {HAND_POINTS}, 3), got {hands.shape}")
-        _draw_hands(canvas, hands, threshold)
+        _draw_hands(out, hands, threshold)
     if draw_face and face is not None:
         face = np.asarray(face, dtype=np.float64)
         if face.shape != (FACE_POINTS, 3):
             raise ValueError(f"face must be ({FACE_POINTS}, 3), got {face.shape}")
-        _draw_face(canvas, face, threshold)
-    if release_channel_order:
-        canvas = np.ascontiguousarray(canvas[..., ::-1])
-    return canvas
+        _draw_face(out, face, threshold)
+    return out
 
 
-def render_pose_sequence(pose: PoseSequence, height: int, width: int, **kwargs) -> np.ndarray:
+def colourize(indices: np.ndarray, release_channel_order: bool = True) -> np.ndarray:
+    """uint8 palette indices (...) -> uint8 pictures (..., 3)."""
+    return (RELEASE_PALETTE if release_channel_order else PALETTE)[indices]
+
+
+def render_pose(
+    body: np.ndarray,
+    hands: np.ndarray | None,
+    face: np.ndarray | None,
+    height: int,
+    width: int,
+    *,
+    release_channel_order: bool = True,
+    **kwargs,
+) -> np.ndarray:
+    """One skeleton picture, uint8 (H, W, 3) on black.
+
+    body (20, 3), hands (2, 21, 3) or None, face (68, 3) or None; x, y normalised, score.
+    ``draw_body``, ``draw_hands`` (default True), ``draw_face`` (default False) switch the parts; a
+    body point is drawn if its score is above ``threshold`` (0.3), a hand or face point if it is
+    not below it (the release's two rules). ``release_channel_order=True`` returns the channels
+    reversed, which is what the released weights were trained on; False returns the drawing as
+    the release's code made it.
+    """
+    return colourize(render_pose_indices(body, hands, face, height, width, **kwargs), release_channel_order)
+
+
+def render_pose_index_sequence(pose: PoseSequence, height: int, width: int, **kwargs) -> np.ndarray:
+    """Every frame of ``pose`` as uint8 (f, H, W) indices into :data:`PALETTE`; ``kwargs`` as for
+    :func:`render_pose_indices`."""
+    out = np.zeros((len(pose), height, width), np.uint8)  # calloc: pages nothing is drawn on stay free
+    for i in range(len(pose)):
+        face = None if pose.face is None else pose.face[i]
+        render_pose_indices(pose.body[i], pose.hands[i], face, height, width, out=out[i], **kwargs)
+    return out
+
+
+def render_pose_sequence(
+    pose: PoseSequence, height: int, width: int, *, release_channel_order: bool = True, **kwargs
+) -> np.ndarray:
     """Render every frame of ``pose``: uint8 (f, H, W, 3); ``kwargs`` as for :func:`render_pose`."""
-    frames = [
-        render_pose(
-            pose.body[i], pose.hands[i], None if pose.face is None else pose.face[i], height, width, **kwargs
-        )
-        for i in range(len(pose))
-    ]
-    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+    return colourize(render_pose_index_sequence(pose, height, width, **kwargs), release_channel_order)
 
 
 def pose_frames_to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -8,10 +8,15 @@ Batches, as the LightningModule sees them, are dicts (``b`` batch, ``f`` frames,
 - with ``use_latent_cache``: ``latent`` (b, 4, f, H/8, W/8), ``ref_latent`` (b, 4, H/8, W/8) and
   ``clip_embed`` (b, d) instead of ``video`` / ``ref_image``.
 
-The training loader yields the pictures as uint8 (a quarter of the bytes through the workers'
-shared memory and the host-to-device copy, no float pass in the workers); ``on_after_batch_transfer``
-turns them into the float ranges above on the device (:meth:`VideoPoseDataModule.to_float`, also
-for loops that iterate the training loader without a Trainer). The evaluation loaders yield float
+The training loader yields the pictures as uint8, as decoded and drawn: ``video`` (b, f, 3H/2, W)
+and ``ref_image`` (b, 3H/2, W) are YUV 4:2:0 planes (:func:`datamodules.colour.pack_yuv420`) with
+``video_colour`` (b,) naming their matrix and range; ``pose`` (b, f, H, W) and ``ref_pose``
+(b, H, W) are indices into :data:`datamodules.pose_render.PALETTE` (a skeleton picture has fewer
+than 64 colours). That is an eighth of the bytes of float RGB (a twelfth for the skeletons)
+through the workers' shared memory and the host-to-device copy, and no colour conversion, float
+pass or transpose on the workers' CPUs. ``on_after_batch_transfer`` turns them
+into the float, channels-first tensors above on the device (:meth:`VideoPoseDataModule.to_float`,
+also for loops that iterate the training loader without a Trainer). The evaluation loaders yield float
 batches already, since callbacks iterate them directly.
 
 The training loader is a ``StatefulDataLoader``: Lightning 2.x stores its ``state_dict()`` in every
@@ -35,6 +40,8 @@ from torch.utils.data import DataLoader, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.clips import ClipExample
+from datamodules.colour import yuv420_to_rgb
+from datamodules.pose_render import RELEASE_PALETTE
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
 
 log = logging.getLogger(__name__)
@@ -58,12 +65,21 @@ def _local_files_missing(spec: str) -> bool:
 # uint8 -> float lookup tables: the exact values the workers computed on the CPU before (x / 127.5 - 1
 # and x / 255), on any device (CUDA divides by a scalar as a multiplication by its reciprocal).
 _PIXEL_VALUES = torch.arange(256, dtype=torch.float32).div_(127.5).sub_(1.0)
-_POSE_VALUES = torch.arange(256, dtype=torch.float32) / 255.0
+_POSE_VALUES = torch.from_numpy(RELEASE_PALETTE).float() / 255.0  # (256, 3): palette index -> RGB
 _PIXEL_KEYS, _POSE_KEYS = ("video", "ref_image"), ("pose", "ref_pose")
 
 
-def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return table.to(x.device).index_select(0, x.flatten().int()).view(x.shape)
+def _pixels_to_float(x: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
+    """uint8 4:2:0 (b, [f,] 3H/2, W) with ``colour`` (b,), or RGB channels-last (b, [f,] H, W, 3)
+    without, -> float32 RGB channels-first (b, 3, [f,] H, W) in [-1, 1]."""
+    rgb = x.movedim(-1, 1).contiguous() if colour is None else yuv420_to_rgb(x, colour)
+    return _PIXEL_VALUES.to(x.device).index_select(0, rgb.flatten().int()).view(rgb.shape)
+
+
+def _pose_to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 palette indices (b, [f,] H, W) -> float32 RGB channels-first (b, 3, [f,] H, W) in [0, 1]."""
+    rgb = _POSE_VALUES.to(x.device).index_select(0, x.flatten().int()).view(*x.shape, 3)
+    return rgb.movedim(-1, 1).contiguous()
 
 
 def _collate_float(examples: list[dict]) -> dict:
@@ -182,13 +198,18 @@ class VideoPoseDataModule(L.LightningDataModule):
 
     @staticmethod
     def to_float(batch: dict) -> dict:
-        """uint8 pictures -> float32: ``video`` / ``ref_image`` in [-1, 1], ``pose`` / ``ref_pose`` in
-        [0, 1]; float tensors and the other fields pass unchanged."""
+        """uint8 pictures -> float32 RGB channels-first: ``video`` / ``ref_image`` in [-1, 1] (4:2:0
+        planes when the batch has ``video_colour``, which is consumed, else RGB channels-last),
+        ``pose`` / ``ref_pose`` (palette indices) in [0, 1]; float tensors and the other fields
+        pass unchanged."""
         out = dict(batch)
-        for keys, table in ((_PIXEL_KEYS, _PIXEL_VALUES), (_POSE_KEYS, _POSE_VALUES)):
-            for key in keys:
-                if key in out and out[key].dtype == torch.uint8:
-                    out[key] = _lookup(table, out[key])
+        colour = out.pop("video_colour", None)
+        for key in _PIXEL_KEYS:
+            if key in out and out[key].dtype == torch.uint8:
+                out[key] = _pixels_to_float(out[key], colour)
+        for key in _POSE_KEYS:
+            if key in out and out[key].dtype == torch.uint8:
+                out[key] = _pose_to_float(out[key])
         return out
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

@@ -13,7 +13,9 @@ import torch
 import webdataset as wds
 
 from datamodules.clips import apply_box_points, crop_box
+from datamodules.colour import yuv420_to_rgb
 from datamodules.format import PoseSequence, encode_sample
+from datamodules.pose_render import RELEASE_PALETTE, colourize
 from datamodules.video_datamodule import VideoPoseDataModule
 
 
@@ -64,9 +66,16 @@ def float_batch(loader) -> dict:
 def test_batch_contract(shards):
     raw = epoch_batches(datamodule(shards["train"]))
     assert len(raw) == 6  # 12 videos, batch 2
-    for key, shape in {"video": (2, 3, 8, 32, 24), "ref_image": (2, 3, 32, 24)}.items():
-        assert raw[0][key].shape == shape and raw[0][key].dtype == torch.uint8  # the loader's contract
-        assert raw[0][key.replace("video", "pose").replace("ref_image", "ref_pose")].dtype == torch.uint8
+    # The loader's contract: uint8 pictures as YUV 4:2:0 planes (3H/2 rows), skeletons as palette indices.
+    shapes = {
+        "video": (2, 8, 48, 24),
+        "ref_image": (2, 48, 24),
+        "pose": (2, 8, 32, 24),
+        "ref_pose": (2, 32, 24),
+    }
+    for key, shape in shapes.items():
+        assert raw[0][key].shape == shape and raw[0][key].dtype == torch.uint8
+    assert raw[0]["video_colour"].tolist() == [0, 0]  # BT.601, limited range: what x264 was given
     batches = [VideoPoseDataModule.to_float(b) for b in raw]
     b = batches[0]
     assert b["video"].shape == (2, 3, 8, 32, 24) and b["video"].dtype == torch.float32
@@ -80,18 +89,29 @@ def test_batch_contract(shards):
         assert batch["pose"].amax(dim=(1, 3, 4)).gt(0).all()  # every frame has a skeleton drawn
     keys = [k for batch in batches for k in batch["key"]]
     assert sorted(keys) == sorted(f"train{s}_{i}" for s in range(4) for i in range(3))
-    # the float values are those of the former in-worker conversion, x / 127.5 - 1 and x / 255
-    assert torch.equal(b["video"], raw[0]["video"].float().div_(127.5).sub_(1.0))
-    assert torch.equal(b["pose"], raw[0]["pose"].float() / 255.0)
-    assert torch.equal(b["ref_pose"], raw[0]["ref_pose"].float() / 255.0)
+    # RGB of the planes, in the values of the former in-worker conversion x / 127.5 - 1
+    for key in ("video", "ref_image"):
+        rgb = yuv420_to_rgb(raw[0][key], raw[0]["video_colour"])
+        assert torch.equal(b[key], rgb.float().div_(127.5).sub_(1.0))
+    assert "video_colour" not in b
+    # the skeletons: the release's RGB pictures (channels reversed) of the palette indices, over 255
+    rgb = torch.from_numpy(colourize(raw[0]["pose"].numpy(), release_channel_order=True))
+    assert torch.equal(b["pose"], rgb.movedim(-1, 1).float() / 255.0)
+    assert torch.equal(
+        b["ref_pose"], torch.from_numpy(colourize(raw[0]["ref_pose"].numpy())).movedim(-1, 1) / 255.0
+    )
     assert VideoPoseDataModule.to_float(b)["video"] is b["video"]  # float passes through
 
 
 def test_uint8_to_float_table_is_exact():
-    values = torch.arange(256, dtype=torch.uint8).view(1, 2, 8, 4, 4)
-    batch = VideoPoseDataModule.to_float({"video": values, "pose": values, "key": ["k"]})
-    assert torch.equal(batch["video"], values.float().div_(127.5).sub_(1.0))
-    assert torch.equal(batch["pose"], values.float() / 255.0)
+    values = torch.arange(768, dtype=torch.int64).remainder(256).to(torch.uint8).view(1, 2, 8, 16, 3)
+    indices = values[..., 0]  # every palette index
+    batch = VideoPoseDataModule.to_float({"video": values, "pose": indices, "key": ["k"]})
+    channels_first = values.permute(0, 4, 1, 2, 3)
+    assert torch.equal(batch["video"], channels_first.float().div_(127.5).sub_(1.0))
+    assert batch["video"].shape == (1, 3, 2, 8, 16) and batch["video"].is_contiguous()
+    palette = torch.from_numpy(RELEASE_PALETTE)[indices.long()].permute(0, 4, 1, 2, 3)
+    assert torch.equal(batch["pose"], palette.float() / 255.0) and batch["pose"].is_contiguous()
     assert batch["video"].min() == -1 and batch["video"].max() == 1 and batch["key"] == ["k"]
 
 
@@ -213,7 +233,9 @@ def test_latent_cache_batches(tmp_path):
                 }
             )
     dm = datamodule(str(tmp_path / "cache.tar"), use_latent_cache=True)
-    batch = next(iter(dm.train_dataloader()))
+    raw = next(iter(dm.train_dataloader()))
+    assert raw["pose"].shape == (2, 8, 32, 24) and raw["pose"].dtype == torch.uint8  # palette indices
+    batch = VideoPoseDataModule.to_float(raw)
     assert batch["latent"].shape == (2, 4, 8, 4, 3) and batch["latent"].dtype == torch.float32
     assert batch["ref_latent"].shape == (2, 4, 4, 3) and batch["clip_embed"].shape == (2, 16)
     assert batch["pose"].shape == (2, 3, 8, 32, 24) and batch["ref_pose"].shape == (2, 3, 32, 24)

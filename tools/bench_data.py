@@ -3,11 +3,13 @@
 Both hold the same videos at the training size (H x W = 768 x 512, the release's): the shards as
 mp4 + keypoints, skeletons rendered on the fly by ``VideoPoseDataModule``; the PNG folders as one
 PNG per frame plus pre-rendered pose PNGs, read with PIL. Each side loads random 16-frame clips with
-a random reference frame through a DataLoader with the same worker count and returns the same
-tensors: uint8 video, pose, ref image and ref pose, channels first (the float conversion runs on
-the device after the transfer, ``VideoPoseDataModule.on_after_batch_transfer``, for both). The
-content is the real example dance video (``shared/data``) with synthetic skeletons (their drawing
-cost is what matters); without it, synthetic videos.
+a random reference frame through a DataLoader with the same worker count and hands over uint8
+pictures as it holds them, for the device to make the float RGB batch: the shards YUV 4:2:0 video
+and palette-index skeletons (the training loader's contract, converted by
+``VideoPoseDataModule.on_after_batch_transfer``), the PNG folders RGB video and skeletons, channels
+last (neither side pays for a float pass or a transpose on the CPU). The content is the real
+example dance video (``shared/data``) with synthetic skeletons (their drawing cost is what
+matters); without it, synthetic videos.
 
     python tools/bench_data.py --workers 2 --clips 32 --repeats 2
 
@@ -33,7 +35,6 @@ import cv2
 import numpy as np
 import torch
 import webdataset as wds
-from einops import rearrange
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -97,7 +98,7 @@ def write_datasets(root: Path, videos: int, height: int, width: int) -> int:
 class PngClips(Dataset):
     """Peers' layout: ``<video>/images/*.png`` and pre-rendered ``<video>/poses/*.png``, read with PIL.
 
-    Returns what ``ClipExample`` returns: uint8 (3, f, H, W) video and pose, (3, H, W) references.
+    Returns what ``ClipExample`` returns: uint8 (f, H, W, 3) video and pose, (H, W, 3) references.
     ``timer`` (in-process breakdown only) adds CPU seconds per stage."""
 
     def __init__(self, root: Path, num_frames: int, clips: int, timer: Counter | None = None) -> None:
@@ -125,20 +126,12 @@ class PngClips(Dataset):
         clip = [*range(start, start + self.num_frames), int(rng.integers(len(images)))]
         pixels = self._read([images[i] for i in clip], "read image PNGs")
         pose = self._read([poses[i] for i in clip], "read pose PNGs")
-        start = time.process_time()
-        out = {
-            "video": _channels_first(pixels[:-1]),
-            "ref_image": _channels_first(pixels[-1:])[:, 0],
-            "pose": _channels_first(pose[:-1]),
-            "ref_pose": _channels_first(pose[-1:])[:, 0],
+        return {
+            "video": torch.from_numpy(pixels[:-1]),
+            "ref_image": torch.from_numpy(pixels[-1]),
+            "pose": torch.from_numpy(pose[:-1]),
+            "ref_pose": torch.from_numpy(pose[-1]),
         }
-        if self.timer is not None:
-            self.timer["to channels-first tensors"] += time.process_time() - start
-        return out
-
-
-def _channels_first(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rearrange(frames, "f h w c -> c f h w")))
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -167,13 +160,12 @@ def measure(loader, clips: int, warmup: int) -> tuple[float, float]:
 def shard_stages(folder: Path, example: clips.ClipExample, n: int) -> dict[str, float]:
     """In-process CPU ms per clip by stage of ``ClipExample`` on the first sample of ``folder``."""
     sample = next(iter(wds.WebDataset(str(next(folder.glob("*.tar"))), shardshuffle=False)))
-    timer, saved = Counter(), {n: getattr(clips, n) for n in ("decode_mp4", "apply_box_frames")}
-    saved.update(render_pose_sequence=clips.render_pose_sequence, _channels_first=clips._channels_first)
+    timer, saved = Counter(), {n: getattr(clips, n) for n in ("decode_mp4_yuv420", "apply_box_yuv420")}
+    saved["render_pose_index_sequence"] = clips.render_pose_index_sequence
     names = {
-        "decode_mp4": "decode mp4 (seek, 1 thread)",
-        "apply_box_frames": "resize / crop",
-        "render_pose_sequence": "render skeletons",
-        "_channels_first": "to channels-first tensors",
+        "decode_mp4_yuv420": "decode mp4 (seek, 1 thread)",
+        "apply_box_yuv420": "resize / crop / pack",
+        "render_pose_index_sequence": "render skeletons",
     }
 
     def timed(name, fn):
@@ -187,7 +179,7 @@ def shard_stages(folder: Path, example: clips.ClipExample, n: int) -> dict[str, 
         return run
 
     for name, fn in saved.items():
-        if name == "decode_mp4":
+        if name == "decode_mp4_yuv420":
             fn = lambda data, indices, threads=0, _f=fn: _f(data, indices, threads=1)  # noqa: E731 - as in a worker
         setattr(clips, name, timed(name, fn))
     try:

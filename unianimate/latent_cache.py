@@ -20,9 +20,10 @@ import torch
 import webdataset as wds
 from tqdm import tqdm
 
-from datamodules.clips import apply_box_frames, crop_box
-from datamodules.format import decode_mp4
+from datamodules.clips import apply_box_yuv420, crop_box
+from datamodules.format import decode_mp4_yuv420
 from datamodules.stream import expand_shards
+from datamodules.video_datamodule import VideoPoseDataModule
 from unianimate.models.frozen import FrozenEncoders
 
 
@@ -43,10 +44,12 @@ def cache_sample(
     device: str | torch.device = "cpu",
 ) -> dict:
     """One shard sample (``mp4``, ``pose.npz``, ``json``) -> its cache sample."""
-    frames = decode_mp4(sample["mp4"])
-    box = crop_box(frames.shape[1], frames.shape[2], height, width, resize, np.random.default_rng(0))
-    frames = apply_box_frames(frames, box)
-    pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1  # f 3 H W
+    # The training loader's path (4:2:0 planes, even crop, the device conversion): the same pixels.
+    frames = decode_mp4_yuv420(sample["mp4"])
+    box = crop_box(*frames.y.shape[1:], height, width, resize, np.random.default_rng(0), even=True)
+    packed = torch.from_numpy(apply_box_yuv420(frames, box)).to(device)[None]
+    batch = VideoPoseDataModule.to_float({"video": packed, "video_colour": torch.tensor([frames.colour])})
+    pixels = batch["video"][0].transpose(0, 1).contiguous()  # f 3 H W in [-1, 1]
     latents = encoders.encode_images(pixels)  # f 4 h w, posterior mean when sample_posterior=False
     embeds = torch.cat([encoders.encode_clip(chunk) for chunk in pixels.split(encoders.vae_chunk)])
     meta = json.loads(sample["json"])
