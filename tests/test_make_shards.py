@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 
 from datamodules.format import PoseSequence, decode_mp4, encode_mp4
@@ -163,3 +164,34 @@ def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
     pose = PoseSequence.from_npz_bytes(sample["pose.npz"])
     assert (pose.body[:, 1, 2] > 0.3).mean() >= 0.95
     assert decode_mp4(sample["mp4"], [0]).shape == (1, 256, 160, 3)
+    # ... and the shard set trains the demo model (the README's command, shortened).
+    from unianimate.cli import main  # lazy: the shard tests above need no model
+
+    shards, run = str(tmp_path / "shards"), tmp_path / "run"
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            f"--data.init_args.train_shards={shards}",
+            f"--data.init_args.val_shards={shards}",
+            "--data.init_args.synthetic_root=null",
+            "--data.init_args.batch_size=1",
+            "--data.init_args.num_frames=4",
+            "--model.segment_frames=4",
+            "--model.sampler.init_args.num_steps=2",
+            f"--model.encoders.init_args.clip_path={tmp_path / 'tiny_clip'}",
+            f"--model.encoders.init_args.vae_path={tmp_path / 'tiny_vae'}",
+            f"--model.random_metric_weights={tmp_path / 'metric_weights'}",
+            "--trainer.max_steps=3",
+            "--trainer.val_check_interval=3",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={run}",
+            f"--trainer.logger.init_args.save_dir={run}",
+        ]
+    )
+    assert cli.trainer.global_step == 3
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert (run / "version_0" / "samples" / "final.mp4").is_file()
