@@ -3,6 +3,9 @@ EMA identical on both ranks, and the checkpoint resumes under DDP."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 from scale_helpers import environment, fit_command, make_data, records, run, write_overlay
@@ -45,3 +48,27 @@ def test_ddp_two_ranks(data, tmp_path):
         resumed = records(record, rank)[3:]
         assert [r["step"] for r in resumed] == [4]
         assert resumed[0]["keys"][0] not in keys[rank]  # the data position continued on each rank
+
+
+@pytest.mark.slow
+def test_ddp_test_metrics_cover_every_rank(data, tmp_path):
+    """``unianimate test`` on 2 ranks: each generates its own shard's videos; the metrics and the
+    files are those of all of them (written once, by rank 0)."""
+    run_dir = tmp_path / "run"
+    extra = {
+        "data.init_args.test_shards": str(data / "data" / "train"),  # 2 shards: one per rank
+        "data.init_args.test_num_frames": 4,
+        "trainer.limit_test_batches": 2,
+        "model.eval_protocol.frames_per_clip": 4,
+        "model.random_metric_weights": str(tmp_path / "metric_weights"),
+        "model.sampler.init_args.num_steps": 2,
+        "model.segment_frames": 4,
+    }
+    command = fit_command(write_overlay(data, run_dir, 1, 1, extra), *DDP)
+    command[command.index("fit")] = "test"
+    run(command, environment(data, tmp_path / "record"), tmp_path / "test.log", timeout=300)
+    results = json.loads((run_dir / "test_metrics.json").read_text())
+    assert results["num_videos"] == 4 and results["num_frames"] == 16  # 2 ranks x 2 videos x 4 frames
+    assert results["fvd_samples"] == 4 and math.isfinite(results["fvd"])
+    assert all(math.isfinite(results[k]) for k in ("l1", "psnr", "ssim", "lpips"))
+    assert (run_dir / "test_metrics.md").read_text().count("| L1") == 1

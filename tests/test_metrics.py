@@ -205,3 +205,24 @@ def test_pck_torso():
     assert pck(pred, target, threshold=0.1, reference="torso") == 1.0
     target[0, 11, 2] = 0.0  # frame 0 torso hidden: only frame 1 counts
     assert pck(pred, target, threshold=0.1, reference="torso") == 1.0
+
+
+def test_merged_snapshots_equal_one_process(tmp_path):
+    """What ranks accumulate separately, merged, gives the numbers of one process that saw it all."""
+    from unianimate.metrics.random_weights import make_tiny_metric_weights
+
+    paths = {k: str(v) for k, v in make_tiny_metric_weights(tmp_path).items()}
+    protocol = EvalProtocol(resolution=(32, 24), frames_per_clip=4, **paths)
+    target = _video(b=4, f=8)
+    generated = (target + 0.1 * _video(b=4, f=8, seed=1)).clamp(0, 1)
+    whole, ranks = VideoMetrics(protocol), [VideoMetrics(protocol) for _ in range(3)]
+    whole.update(generated, target)
+    ranks[0].update(generated[:1], target[:1])
+    ranks[1].update(generated[1:], target[1:])  # ranks[2] saw nothing, as a rank without shards
+    merged = VideoMetrics(protocol)
+    merged.merge([r.snapshot() for r in ranks])
+    expected, got = whole.compute(), merged.compute()
+    assert got["num_videos"] == 4 and got["fvd_samples"] == expected["fvd_samples"] > 2
+    for name in ("l1", "psnr", "ssim", "lpips", "fvd"):
+        assert got[name] == pytest.approx(expected[name], rel=1e-9), name
+    assert ranks[0].compute()["num_videos"] == 1  # snapshots leave the sources as they were

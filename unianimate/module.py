@@ -239,6 +239,13 @@ class UniAnimateModule(L.LightningModule):
         return values
 
     def on_test_epoch_end(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each rank evaluated its own shards: gather everything, so every rank computes the
+            # metrics of all the videos (FVD needs all the features together, not a mean of FVDs).
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (self.metrics.snapshot(), self.pck_values))
+            self.metrics.merge([snap for snap, _ in gathered])
+            self.pck_values = [v for _, values in gathered for v in values]
         results = self.metrics.compute()
         if self.pose_extractor is not None:
             # Videos where no keypoint was found in both count as NaN and are left out of the mean.
@@ -246,9 +253,11 @@ class UniAnimateModule(L.LightningModule):
             results["pck"] = float(np.mean(found)) if found else float("nan")
             results["pck_videos"] = len(found)
         for name, value in results.items():
-            if isinstance(value, float | int):
-                self.log(f"test/{name}", float(value), sync_dist=False)
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            if isinstance(value, float | int):  # the same on every rank: nothing to reduce
+                self.log(f"test/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank
+        if not self.trainer.is_global_zero:
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(results, out_dir / "test_metrics.json")
         table = format_markdown(results)

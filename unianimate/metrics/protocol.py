@@ -151,6 +151,25 @@ class VideoMetrics:
         feats = rearrange(torch.cat(logits), "(b n) d -> b n d", b=b, n=n)
         return feats.mean(1) if self.protocol.mode == "disco_compat" else rearrange(feats, "b n d -> (b n) d")
 
+    def snapshot(self) -> dict:
+        """What has been accumulated (CPU tensors), for :meth:`merge` on another process."""
+        return {
+            "values": {k: torch.cat(v) if v else None for k, v in self.values.items()},
+            "features": {k: torch.cat(v) if v else None for k, v in self.features.items()},
+            "num_videos": self.num_videos,
+        }
+
+    def merge(self, snapshots: list[dict]) -> None:
+        """Replace the accumulated state by the union of ``snapshots`` (e.g. every rank's, gathered):
+        the means and FVD then cover all of them, as one process would have computed."""
+        self.reset()
+        for snap in snapshots:
+            for store, key in ((self.values, "values"), (self.features, "features")):
+                for name, tensor in snap[key].items():
+                    if tensor is not None:
+                        store[name].append(tensor)
+            self.num_videos += snap["num_videos"]
+
     def compute(self) -> dict[str, float | int | str]:
         """Means over frames, FVD over the accumulated features; provenance keys included."""
         if self.num_videos == 0:
