@@ -72,36 +72,25 @@ def crop_box(
     return CropBox(scaled_h, scaled_w, top, left, height, width)
 
 
+def _resize_crop(
+    images: np.ndarray, size: tuple[int, int], top: int, left: int, height: int, width: int
+) -> np.ndarray:
+    """uint8 (n, H0, W0[, c]) -> resized to ``size`` (h, w), then cropped: (n, height, width[, c]);
+    a view when the images need no resizing (cv2.resize would copy them unchanged)."""
+    rows, cols = slice(top, top + height), slice(left, left + width)
+    if images.shape[1:3] == size:
+        return images[:, rows, cols]
+    shrinking = size[0] * size[1] < images.shape[1] * images.shape[2]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    out = np.empty((len(images), height, width, *images.shape[3:]), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = cv2.resize(image, size[::-1], interpolation=interpolation)[rows, cols]
+    return out
+
+
 def apply_box_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
     """uint8 (f, H0, W0, 3) -> (f, height, width, 3); a view when the frames need no resizing."""
-    if (box.scaled_h, box.scaled_w) == frames.shape[1:3]:  # cv2.resize would copy them unchanged
-        return frames[:, box.top : box.top + box.height, box.left : box.left + box.width]
-    shrinking = box.scaled_h * box.scaled_w < frames.shape[1] * frames.shape[2]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    out = [
-        cv2.resize(frame, (box.scaled_w, box.scaled_h), interpolation=interpolation)[
-            box.top : box.top + box.height, box.left : box.left + box.width
-        ]
-        for frame in frames
-    ]
-    return np.stack(out)
-
-
-def _resize_crop_planes(
-    planes: np.ndarray, size: tuple[int, int], top: int, left: int, height: int, width: int
-) -> np.ndarray:
-    """uint8 (..., H0, W0) single-channel planes -> resized to ``size`` (h, w), then cropped."""
-    if planes.shape[-2:] == size:
-        return planes[..., top : top + height, left : left + width]
-    shrinking = size[0] * size[1] < planes.shape[-2] * planes.shape[-1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    flat = planes.reshape(-1, *planes.shape[-2:])
-    out = np.empty((len(flat), height, width), np.uint8)
-    for i, plane in enumerate(flat):
-        out[i] = cv2.resize(plane, size[::-1], interpolation=interpolation)[
-            top : top + height, left : left + width
-        ]
-    return out.reshape(*planes.shape[:-2], height, width)
+    return _resize_crop(frames, (box.scaled_h, box.scaled_w), box.top, box.left, box.height, box.width)
 
 
 def apply_box_yuv420(frames: YUV420Frames, box: CropBox) -> np.ndarray:
@@ -109,10 +98,11 @@ def apply_box_yuv420(frames: YUV420Frames, box: CropBox) -> np.ndarray:
     plane resized and cropped, the chroma at half size; the box must have even offsets and sizes."""
     if box.top % 2 or box.left % 2 or box.height % 2 or box.width % 2:
         raise ValueError(f"4:2:0 frames crop at even offsets to even sizes, got {box}")
-    y = _resize_crop_planes(frames.y, (box.scaled_h, box.scaled_w), box.top, box.left, box.height, box.width)
+    y = _resize_crop(frames.y, (box.scaled_h, box.scaled_w), box.top, box.left, box.height, box.width)
     chroma = (-(-box.scaled_h // 2), -(-box.scaled_w // 2))  # ceil: an odd size keeps its last column
-    uv = _resize_crop_planes(frames.uv, chroma, box.top // 2, box.left // 2, box.height // 2, box.width // 2)
-    return pack_yuv420(y, uv)
+    uv = frames.uv.reshape(-1, *frames.uv.shape[2:])  # (f 2) planes
+    uv = _resize_crop(uv, chroma, box.top // 2, box.left // 2, box.height // 2, box.width // 2)
+    return pack_yuv420(y, uv.reshape(len(frames.y), 2, *uv.shape[1:]))
 
 
 def apply_box_points(points: np.ndarray, box: CropBox) -> np.ndarray:

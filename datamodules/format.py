@@ -13,6 +13,8 @@ from __future__ import annotations
 import bisect
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import av
@@ -97,10 +99,15 @@ def encode_mp4(
         options.update(g=str(gop), keyint_min=str(gop))
     if fast_decode:
         options["tune"] = "fastdecode"
+    return encode_h264(frames, fps, options)
+
+
+def encode_h264(frames: np.ndarray, fps: float, options: dict[str, str], pix_fmt: str = "yuv420p") -> bytes:
+    """uint8 RGB frames (f, H, W, 3) -> an mp4 in memory, libx264 with these ``options`` as given."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -108,6 +115,18 @@ def encode_mp4(
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+@contextmanager
+def _video_stream(
+    data: bytes | str, threads: int
+) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """The opened container and its first video stream, decoding with ``threads`` (see :func:`decode_mp4`)."""
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = ("AUTO", 0) if threads == 0 else ("SLICE", threads)
+        yield container, stream
 
 
 def decode_mp4(data: bytes | str, indices: list[int] | None = None, threads: int = 0) -> np.ndarray:
@@ -181,10 +200,7 @@ def _plane_array(plane) -> np.ndarray:
 
 def _decode_frames(data: bytes | str, indices: list[int] | None, threads: int, convert) -> dict:
     """Frame index -> ``convert(frame)`` for the wanted frames, all when None (see :func:`decode_mp4`)."""
-    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.thread_count = ("AUTO", 0) if threads == 0 else ("SLICE", threads)
+    with _video_stream(data, threads) as (container, stream):
         packets = [p for p in container.demux(stream) if p.size and p.pts is not None]  # decode order
         index = {pts: i for i, pts in enumerate(sorted(p.pts for p in packets))}
         # Frame i decodes from the last keyframe shown at or before it: (shown index, packet index).
@@ -219,12 +235,9 @@ def _decode_frames(data: bytes | str, indices: list[int] | None, threads: int, c
 
 def decode_mp4_reference(data: bytes | str, indices: list[int] | None = None, threads: int = 0) -> np.ndarray:
     """:func:`decode_mp4` by decoding every frame from the first up to the last wanted one."""
-    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     wanted = None if indices is None else set(indices)
     frames = {}
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.thread_count = ("AUTO", 0) if threads == 0 else ("SLICE", threads)
+    with _video_stream(data, threads) as (container, stream):
         last = None if wanted is None else max(wanted)
         for i, frame in enumerate(container.decode(stream)):
             if wanted is None or i in wanted:

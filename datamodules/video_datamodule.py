@@ -69,17 +69,21 @@ _POSE_VALUES = torch.from_numpy(RELEASE_PALETTE).float() / 255.0  # (256, 3): pa
 _PIXEL_KEYS, _POSE_KEYS = ("video", "ref_image"), ("pose", "ref_pose")
 
 
+def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``table[x]`` for uint8 ``x``, on x's device: shape x.shape + table.shape[1:]."""
+    return table.to(x.device).index_select(0, x.flatten().int()).view(*x.shape, *table.shape[1:])
+
+
 def _pixels_to_float(x: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
     """uint8 4:2:0 (b, [f,] 3H/2, W) with ``colour`` (b,), or RGB channels-last (b, [f,] H, W, 3)
     without, -> float32 RGB channels-first (b, 3, [f,] H, W) in [-1, 1]."""
     rgb = x.movedim(-1, 1).contiguous() if colour is None else yuv420_to_rgb(x, colour)
-    return _PIXEL_VALUES.to(x.device).index_select(0, rgb.flatten().int()).view(rgb.shape)
+    return _lookup(_PIXEL_VALUES, rgb)
 
 
 def _pose_to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 palette indices (b, [f,] H, W) -> float32 RGB channels-first (b, 3, [f,] H, W) in [0, 1]."""
-    rgb = _POSE_VALUES.to(x.device).index_select(0, x.flatten().int()).view(*x.shape, 3)
-    return rgb.movedim(-1, 1).contiguous()
+    return _lookup(_POSE_VALUES, x).movedim(-1, 1).contiguous()
 
 
 def _collate_float(examples: list[dict]) -> dict:

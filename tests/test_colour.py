@@ -6,7 +6,6 @@ conversion off the workers changes nothing the model sees.
 
 from __future__ import annotations
 
-import io
 import platform
 
 import av
@@ -17,7 +16,14 @@ from test_format import moving_frames
 
 from datamodules.clips import ClipExample, apply_box_frames, apply_box_yuv420, crop_box
 from datamodules.colour import pack_yuv420, yuv420_to_rgb
-from datamodules.format import PoseSequence, colour_code, decode_mp4, decode_mp4_yuv420, encode_mp4
+from datamodules.format import (
+    PoseSequence,
+    colour_code,
+    decode_mp4,
+    decode_mp4_yuv420,
+    encode_h264,
+    encode_mp4,
+)
 
 # swscale's x86 code is what yuv420_to_rgb reproduces; its ARM code rounds a little differently.
 EXACT = platform.machine().lower() in ("x86_64", "amd64")
@@ -123,21 +129,12 @@ def test_clip_example_video_is_decode_mp4s():
 def test_other_pixel_formats_and_odd_sizes():
     """A 4:4:4 video of odd size (x264 allows it; 4:2:0 does not) decodes to 4:2:0 planes with
     rounded-up chroma and crops to the even training size."""
-    frames = moving_frames(6, height=37, width=29)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 29, 37, "yuv444p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    planes = decode_mp4_yuv420(buffer.getvalue(), [0, 5])
+    data = encode_h264(moving_frames(6, height=37, width=29), 16, {}, pix_fmt="yuv444p")
+    planes = decode_mp4_yuv420(data, [0, 5])
     assert planes.y.shape == (2, 37, 29) and planes.uv.shape == (2, 2, 19, 15)
     body = np.concatenate([np.full((6, 20, 2), 0.5), np.ones((6, 20, 1))], -1).astype(np.float32)
     pose = PoseSequence(body, np.zeros((6, 2, 21, 3), np.float32))
-    sample = {"__key__": "k", "mp4": buffer.getvalue(), "pose.npz": pose.to_npz_bytes()}
+    sample = {"__key__": "k", "mp4": data, "pose.npz": pose.to_npz_bytes()}
     example = ClipExample(4, 1, 32, 24)(sample, np.random.default_rng(0))
     assert example["video"].shape == (4, 48, 24) and example["ref_image"].shape == (48, 24)
     rgb = yuv420_to_rgb(example["video"][None], torch.tensor([example["video_colour"]]))

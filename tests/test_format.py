@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from datamodules.format import decode_mp4, decode_mp4_reference, encode_mp4
+from datamodules.format import decode_mp4, decode_mp4_reference, encode_h264, encode_mp4
 
 
 def moving_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -20,17 +20,7 @@ def moving_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> n
 
 
 def encode_bframes(frames: np.ndarray, bframes: int, gop: int) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "g": str(gop), "bf": str(bframes)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
+    return encode_h264(frames, 16, {"crf": "18", "preset": "veryfast", "g": str(gop), "bf": str(bframes)})
 
 
 def keyframes(data: bytes) -> list[int]:
