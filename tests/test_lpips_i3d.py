@@ -16,14 +16,8 @@ from unianimate.metrics.protocol import RANDOM_WEIGHTS, EvalProtocol, VideoMetri
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These inputs are tiny: on a busy 2-core machine intra-op thread hand-offs cost more than the
-    # arithmetic (I3D on 16x16 clips: 0.05 s single-threaded vs seconds with two spinning threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs: intra-op threads cost more than they save (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,8 @@ from unianimate.metrics import frame_metrics as fm
 from unianimate.metrics.pck import pck
 from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These inputs are tiny: on a busy 2-core machine intra-op thread hand-offs cost more than the
-    # arithmetic (I3D on 16x16 clips: 0.05 s single-threaded vs seconds with two spinning threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs: intra-op threads cost more than they save (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _frames(n: int = 2, h: int = 24, w: int = 20, seed: int = 0) -> torch.Tensor:

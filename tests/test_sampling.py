@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from einops import repeat
+from model_helpers import tiny_unianimate
 from torch import Tensor, nn
 
 from unianimate.conditions import Conditions
@@ -133,28 +134,6 @@ def test_trailing_spacing_starts_at_999_and_stays_finite():
 
 
 # ---- the real tiny UniAnimate ----------------------------------------------------------------
-
-
-def tiny_unianimate() -> nn.Module:
-    mod = pytest.importorskip("unianimate.models.unianimate")
-    from unianimate.models.unet3d import UNet3D
-
-    torch.manual_seed(0)
-    unet = UNet3D(
-        base_channels=32,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_levels=(),
-        head_dim=16,
-        context_dim=64,
-        temporal_in_heads=3,
-        dropout=0.0,
-    )
-    model = mod.UniAnimate(unet, context_dim=64, clip_dim=32)
-    with torch.no_grad():  # zero-initialised outputs would make every prediction 0
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
 
 
 def test_real_tiny_model():

@@ -21,6 +21,13 @@ from torch import Tensor
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 0.00085
 BETA_END = 0.012
+# What training and sampling share beyond the betas' range: one definition, so they cannot drift.
+_SCHEDULE = dict(
+    beta_schedule="scaled_linear",
+    rescale_betas_zero_snr=True,
+    prediction_type="v_prediction",
+    clip_sample=False,
+)
 
 
 def _use_float64_tables(scheduler: DDPMScheduler | DDIMScheduler, beta_start: float, beta_end: float) -> None:
@@ -41,13 +48,7 @@ def make_train_scheduler(
 ) -> DDPMScheduler:
     """The training schedule (SPEC §3): scaled-linear betas, zero terminal SNR, v-prediction."""
     scheduler = DDPMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        beta_start=beta_start,
-        beta_end=beta_end,
-        beta_schedule="scaled_linear",
-        rescale_betas_zero_snr=True,
-        prediction_type="v_prediction",
-        clip_sample=False,
+        num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end, **_SCHEDULE
     )
     _use_float64_tables(scheduler, beta_start, beta_end)
     return scheduler
@@ -75,10 +76,7 @@ def make_sampling_scheduler(
         num_train_timesteps=NUM_TRAIN_TIMESTEPS,
         beta_start=BETA_START,
         beta_end=BETA_END,
-        beta_schedule="scaled_linear",
-        rescale_betas_zero_snr=True,
-        prediction_type="v_prediction",
-        clip_sample=False,
+        **_SCHEDULE,
         set_alpha_to_one=False,
         steps_offset=1,
         timestep_spacing="leading" if spacing == "release" else "trailing",
