@@ -96,14 +96,19 @@ def test_ablation_composes(monkeypatch, name):
         build(config.model.model, UniAnimate)
 
 
-@pytest.mark.parametrize("name", STRATEGIES)
-def test_strategy_builds(monkeypatch, name):
+def build_strategy(monkeypatch, name: str):
+    """``configs/strategy/<name>`` composed after the paper-size config: (config, built strategy)."""
     from lightning.pytorch.strategies import Strategy
 
     if name.startswith("deepspeed"):
         pytest.importorskip("deepspeed", reason="pip install deepspeed (the [deepspeed] extra)")
     config = parse(monkeypatch, CONFIGS / "uni_mamba.yaml", CONFIGS / "strategy" / name)
-    strategy = build(config.trainer.strategy, Strategy)
+    return config, build(config.trainer.strategy, Strategy)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_builds(monkeypatch, name):
+    config, strategy = build_strategy(monkeypatch, name)
     kind = {"ddp": "DDPStrategy", "fsdp": "FSDPStrategy"}.get(name.removesuffix(".yaml"), "DeepSpeedStrategy")
     assert type(strategy).__name__ == kind
     if name.startswith("deepspeed"):
@@ -188,14 +193,9 @@ def test_ema_refused_under_parameter_sharding(monkeypatch, name):
     """The module's setup rejects EMA where parameters are sharded (FSDP, ZeRO-3), allows it elsewhere."""
     from types import SimpleNamespace
 
-    from lightning.pytorch.strategies import Strategy
-
     from unianimate.module import UniAnimateModule
 
-    if name.startswith("deepspeed"):
-        pytest.importorskip("deepspeed", reason="pip install deepspeed (the [deepspeed] extra)")
-    config = parse(monkeypatch, CONFIGS / "uni_mamba.yaml", CONFIGS / "strategy" / name)
-    strategy = build(config.trainer.strategy, Strategy)
+    _, strategy = build_strategy(monkeypatch, name)
     fake = SimpleNamespace(
         ema=object(), trainer=SimpleNamespace(strategy=strategy), hparams=SimpleNamespace(ema_decay=0.9999)
     )
