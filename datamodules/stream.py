@@ -133,20 +133,23 @@ class ShardStream(IterableDataset):
         return self.urls[int(rng.integers(len(self.urls)))]
 
     def _raw_samples(self, url: str, skipped: Counter) -> Iterator[dict]:
-        """Grouped tar members of one shard; a corrupt member or truncated tar ends it (counted)."""
+        """Grouped tar members of one shard; a corrupt member or truncated tar ends it. A shard that
+        fails counts once, under one reason."""
+        reasons: list[str] = []
 
         def handler(exn: Exception) -> bool:
             reason = "bad_tar" if isinstance(exn, tarfile.TarError | EOFError) else "read_error"
             if isinstance(exn, FileNotFoundError):
                 reason = "missing_shard"
             log.warning("skipping rest of shard %s (%s): %r", url, reason, exn)
-            skipped[reason] += 1
+            reasons.append(reason)
             return False  # stop reading this shard; the stream goes on with the next one
 
         try:
             stream = wds.gopen(url, "rb")
         except Exception as exn:  # missing file, bad scheme
             handler(exn)
+            skipped[reasons[0]] += 1
             return
         try:
             files = tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
@@ -155,7 +158,12 @@ class ShardStream(IterableDataset):
             try:
                 stream.close()  # a pipe: or http stream reports its command's failure here
             except Exception as exn:
+                # The command failed (curl's 404, say): that is the cause of whatever the tar
+                # reader saw before, an empty or cut stream, or the same failure seen early.
                 handler(exn)
+                reasons[:] = reasons[-1:]
+            if reasons:
+                skipped[reasons[0]] += 1
 
     def _positioned_samples(self, state: dict[str, Any]) -> Iterator[tuple[dict, tuple[int, int]]]:
         """(raw sample, (cursor, index in shard)) from ``state``'s position to the epoch's end;

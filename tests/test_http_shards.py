@@ -60,10 +60,12 @@ def test_http_shards(shard_dir, server):
     remote, skipped = batches(server + "/train-{000000..000001}.tar")
     assert_same(remote, local)
     assert skipped == {}
-    # the third shard is a 404: curl -f exits 22 after sending nothing, an empty tar stream
+    # The third shard is a 404: curl -f exits 22 after sending nothing. Whether the tar reader
+    # first sees an empty stream or the exit status depends on timing; either way it is one
+    # failed shard, counted once, as the command's failure.
     missing, skipped = batches(server + "/train-{000000..000002}.tar")
     assert sorted(k for b in missing for k in b["key"]) == sorted(k for b in local for k in b["key"])
-    assert skipped == {"bad_tar": 1, "read_error": 1}
+    assert skipped == {"read_error": 1}
 
 
 def test_pipe_shards(shard_dir):
