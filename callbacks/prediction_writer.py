@@ -36,11 +36,10 @@ class PredictionVideoWriter(BasePredictionWriter):
     ) -> None:
         out_dir = self.output_dir or Path(trainer.default_root_dir) / "predict"
         generated = prediction["generated"]
-        keys = batch["key"] if isinstance(batch["key"], list | tuple) else [batch["key"]]
-        for i, key in enumerate(keys):
+        for i, key in enumerate(batch.key):
             name = f"{key}_r{trainer.global_rank}" if trainer.world_size > 1 else str(key)
-            target = batch["video"][i] if "video" in batch else None
-            row = comparison_frames(batch["ref_image"][i], batch["pose"][i], generated[i], target)
+            target = batch.video[i] if batch.video is not None else None
+            row = comparison_frames(batch.ref_image[i], batch.pose[i], generated[i], target)
             self.written.append(write_comparison_mp4(out_dir / f"{name}_compare.mp4", [row], self.fps))
             self.written.append(
                 write_comparison_mp4(out_dir / f"{name}.mp4", [to_uint8_frames(generated[i])], self.fps)

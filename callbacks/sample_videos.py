@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from unianimate.batch import VideoBatch
 from unianimate.visualize import comparison_frames, write_comparison_mp4
 
 
@@ -33,29 +34,23 @@ class SampleVideos(L.Callback):
         self.at_fit_end = on_fit_end
         self.seed = seed
         self.fps = fps
-        self._batch: dict[str, Any] | None = None
+        self._batch: VideoBatch | None = None
         self.written: list[Path] = []
 
-    def _fixed_batch(self, trainer: L.Trainer) -> dict[str, Any] | None:
+    def _fixed_batch(self, trainer: L.Trainer) -> VideoBatch | None:
         if self._batch is None:
             datamodule = trainer.datamodule
             if datamodule is None:
                 return None
             # The validation stream is not shuffled: its first samples are a fixed set.
-            parts: list[dict[str, Any]] = []
+            parts: list[VideoBatch] = []
             for batch in datamodule.val_dataloader():
                 parts.append(batch)
-                if sum(len(p["key"]) for p in parts) >= self.num_samples:
+                if sum(len(p) for p in parts) >= self.num_samples:
                     break
             if not parts:
                 return None
-            n = self.num_samples
-            self._batch = {
-                k: torch.cat([p[k] for p in parts])[:n]
-                if torch.is_tensor(parts[0][k])
-                else sum((list(p[k]) for p in parts), [])[:n]
-                for k in parts[0]
-            }
+            self._batch = VideoBatch.cat(parts).take(self.num_samples)
         return self._batch
 
     @torch.no_grad()
@@ -65,17 +60,18 @@ class SampleVideos(L.Callback):
         batch = self._fixed_batch(trainer)
         if batch is None or not trainer.is_global_zero:
             return None
-        batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        # The DataModule's own transfer hook makes the pixels float, as for every batch it yields.
+        batch = trainer.datamodule.on_after_batch_transfer(batch.to(module.device), 0)
         was_training = module.training
         module.eval()
         generated = module.generate(batch, seed=self.seed)
         module.train(was_training)
         rows = [
             comparison_frames(
-                batch["ref_image"][i],
-                batch["pose"][i],
+                batch.ref_image[i],
+                batch.pose[i],
                 generated[i],
-                batch.get("video", [None] * len(generated))[i],
+                None if batch.video is None else batch.video[i],
             )
             for i in range(generated.shape[0])
         ]

@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from unianimate.batch import VideoBatch
+
 
 def peak_memory_gib(device: torch.device) -> float:
     """Peak allocated CUDA memory on ``device``; on CPU the process's peak resident set size."""
@@ -52,7 +54,4 @@ class Throughput(L.Callback):
 
 
 def _batch_size(batch: Any) -> int:
-    for key in ("pose", "latent", "video"):
-        if isinstance(batch, dict) and key in batch:
-            return int(batch[key].shape[0])
-    return 1
+    return len(batch) if isinstance(batch, VideoBatch) else 1

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.clips import Resize, apply_box_frames, apply_box_pose, crop_box
 from datamodules.format import PoseSequence, decode_mp4
 from datamodules.pose_render import pose_frames_to_tensor, render_pose_sequence
+from datamodules.video_datamodule import collate, to_float
+from unianimate.batch import VideoBatch
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
 
@@ -81,7 +83,7 @@ class AnimateDataModule(L.LightningDataModule):
         image = np.asarray(Image.open(hp.reference).convert("RGB"))
         src_h, src_w = image.shape[:2]
         box = crop_box(src_h, src_w, hp.height, hp.width, hp.resize, np.random.default_rng(0))
-        ref = torch.from_numpy(apply_box_frames(image[None], box)[0]).permute(2, 0, 1).float() / 127.5 - 1
+        ref = torch.from_numpy(apply_box_frames(image[None], box)[0])  # uint8 H W 3: to_float makes it float
         step = slice(None, hp.max_frames and hp.max_frames * hp.frame_interval, hp.frame_interval)
         source = Path(hp.pose)
         if source.suffix in KEYPOINT_SUFFIXES:
@@ -111,4 +113,7 @@ class AnimateDataModule(L.LightningDataModule):
         }
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(_OneItem(self.build_batch()), batch_size=1)
+        return DataLoader(_OneItem(self.build_batch()), batch_size=1, collate_fn=collate)
+
+    def on_after_batch_transfer(self, batch: VideoBatch, dataloader_idx: int) -> VideoBatch:
+        return to_float(batch)

@@ -1,23 +1,18 @@
 """The LightningDataModule over WebDataset video + pose shards (SPEC §5).
 
-Batches, as the LightningModule sees them, are dicts (``b`` batch, ``f`` frames, H x W the training size):
-- ``video``: float32 (b, 3, f, H, W) in [-1, 1]; ``ref_image``: (b, 3, H, W) in [-1, 1];
-- ``pose``: float32 (b, 3, f, H, W) in [0, 1]; ``ref_pose``: (b, 3, H, W) in [0, 1], skeletons
-  rendered at H x W in the release's channel order;
-- ``key``: list[str];
-- with ``use_latent_cache``: ``latent`` (b, 4, f, H/8, W/8), ``ref_latent`` (b, 4, H/8, W/8) and
-  ``clip_embed`` (b, d) instead of ``video`` / ``ref_image``.
-
-The training loader yields the pictures as uint8, as decoded and drawn: ``video`` (b, f, 3H/2, W)
-and ``ref_image`` (b, 3H/2, W) are YUV 4:2:0 planes (:func:`datamodules.colour.pack_yuv420`) with
-``video_colour`` (b,) naming their matrix and range; ``pose`` (b, f, H, W) and ``ref_pose``
-(b, H, W) are indices into :data:`datamodules.pose_render.PALETTE` (a skeleton picture has fewer
-than 64 colours). That is an eighth of the bytes of float RGB (a twelfth for the skeletons)
-through the workers' shared memory and the host-to-device copy, and no colour conversion, float
-pass or transpose on the workers' CPUs. ``on_after_batch_transfer`` turns them
-into the float, channels-first tensors above on the device (:meth:`VideoPoseDataModule.to_float`,
-also for loops that iterate the training loader without a Trainer). The evaluation loaders yield float
-batches already, since callbacks iterate them directly.
+Every loader yields :class:`unianimate.batch.VideoBatch` (its docstring gives the float fields as
+the LightningModule sees them). The loaders yield the pictures as uint8, as decoded and drawn:
+``video`` (b, f, 3H/2, W) and ``ref_image`` (b, 3H/2, W) are YUV 4:2:0 planes
+(:func:`datamodules.colour.pack_yuv420`) with ``video_colour`` (b,) naming their matrix and range;
+``pose`` (b, f, H, W) and ``ref_pose`` (b, H, W) are indices into
+:data:`datamodules.pose_render.PALETTE` (a skeleton picture has fewer than 64 colours). That is an
+eighth of the bytes of float RGB (a twelfth for the skeletons) through the workers' shared memory
+and the host-to-device copy, and no colour conversion, float pass or transpose on the workers'
+CPUs. ``on_after_batch_transfer`` turns them into float, channels-first tensors on the device with
+:func:`to_float`, the one place pixels become float (loops and callbacks that iterate a loader
+without a Trainer call the DataModule's ``on_after_batch_transfer`` themselves). With
+``use_latent_cache`` the batches carry ``latent``, ``ref_latent`` and ``clip_embed`` instead of
+``video`` / ``ref_image``.
 
 The training loader is a ``StatefulDataLoader``: Lightning 2.x stores its ``state_dict()`` in every
 checkpoint (``FitLoop.on_save_checkpoint`` -> ``loops.fit_loop.state_dict.combined_loader``) and
@@ -31,6 +26,7 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +39,7 @@ from datamodules.clips import ClipExample
 from datamodules.colour import yuv420_to_rgb
 from datamodules.pose_render import RELEASE_PALETTE
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
+from unianimate.batch import VideoBatch
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +63,6 @@ def _local_files_missing(spec: str) -> bool:
 # and x / 255), on any device (CUDA divides by a scalar as a multiplication by its reciprocal).
 _PIXEL_VALUES = torch.arange(256, dtype=torch.float32).div_(127.5).sub_(1.0)
 _POSE_VALUES = torch.from_numpy(RELEASE_PALETTE).float() / 255.0  # (256, 3): palette index -> RGB
-_PIXEL_KEYS, _POSE_KEYS = ("video", "ref_image"), ("pose", "ref_pose")
 
 
 def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +70,7 @@ def _lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return table.to(x.device).index_select(0, x.flatten().int()).view(*x.shape, *table.shape[1:])
 
 
-def _pixels_to_float(x: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
+def pixels_to_float(x: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
     """uint8 4:2:0 (b, [f,] 3H/2, W) with ``colour`` (b,), or RGB channels-last (b, [f,] H, W, 3)
     without, -> float32 RGB channels-first (b, 3, [f,] H, W) in [-1, 1]."""
     rgb = x.movedim(-1, 1).contiguous() if colour is None else yuv420_to_rgb(x, colour)
@@ -86,8 +82,26 @@ def _pose_to_float(x: torch.Tensor) -> torch.Tensor:
     return _lookup(_POSE_VALUES, x).movedim(-1, 1).contiguous()
 
 
-def _collate_float(examples: list[dict]) -> dict:
-    return VideoPoseDataModule.to_float(default_collate(examples))
+def collate(examples: list[dict]) -> VideoBatch:
+    """Example dicts (``ClipExample``, the animate inputs) -> one uint8 :class:`VideoBatch`."""
+    return VideoBatch(**default_collate(examples))
+
+
+def to_float(batch: VideoBatch) -> VideoBatch:
+    """uint8 pictures -> float32 RGB channels-first: ``video`` / ``ref_image`` in [-1, 1] (4:2:0
+    planes when the batch has ``video_colour``, which is consumed, else RGB channels-last),
+    ``pose`` / ``ref_pose`` (palette indices) in [0, 1]; float tensors and the other fields pass
+    unchanged. The one place pixels become float."""
+    colour, out = batch.video_colour, {"video_colour": None}
+    for name in ("video", "ref_image"):
+        x = getattr(batch, name)
+        if x is not None and x.dtype == torch.uint8:
+            out[name] = pixels_to_float(x, colour)
+    for name in ("pose", "ref_pose"):
+        x = getattr(batch, name)
+        if x.dtype == torch.uint8:
+            out[name] = _pose_to_float(x)
+    return replace(batch, **out)
 
 
 class _TrainFetcherLoader(StatefulDataLoader):
@@ -200,24 +214,10 @@ class VideoPoseDataModule(L.LightningDataModule):
         self.test_example = ClipExample(resize=val_resize, pose_jitter=False, **test_args)
         self._train_loader: StatefulDataLoader | None = None
 
-    @staticmethod
-    def to_float(batch: dict) -> dict:
-        """uint8 pictures -> float32 RGB channels-first: ``video`` / ``ref_image`` in [-1, 1] (4:2:0
-        planes when the batch has ``video_colour``, which is consumed, else RGB channels-last),
-        ``pose`` / ``ref_pose`` (palette indices) in [0, 1]; float tensors and the other fields
-        pass unchanged."""
-        out = dict(batch)
-        colour = out.pop("video_colour", None)
-        for key in _PIXEL_KEYS:
-            if key in out and out[key].dtype == torch.uint8:
-                out[key] = _pixels_to_float(out[key], colour)
-        for key in _POSE_KEYS:
-            if key in out and out[key].dtype == torch.uint8:
-                out[key] = _pose_to_float(out[key])
-        return out
+    to_float = staticmethod(to_float)
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return self.to_float(batch)
+    def on_after_batch_transfer(self, batch: VideoBatch, dataloader_idx: int) -> VideoBatch:
+        return to_float(batch)
 
     def prepare_data(self) -> None:
         if self.synthetic_root is not None and _local_files_missing(self.train_shards):
@@ -256,6 +256,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
+            collate_fn=collate,
             multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
         if self.trainer is None:
@@ -299,7 +300,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.val_batch_size,
             num_workers=self.num_workers,
-            collate_fn=_collate_float,
+            collate_fn=collate,
             multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
 

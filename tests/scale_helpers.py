@@ -26,7 +26,7 @@ class Recorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        line = {"step": trainer.global_step, "loss": float(loss).hex(), "keys": list(batch["key"])}
+        line = {"step": trainer.global_step, "loss": float(loss).hex(), "keys": list(batch.key)}
         with open(f"{os.environ['UA_RECORD']}.{trainer.global_rank}", "a") as f:
             f.write(json.dumps(line) + "\\n")
 

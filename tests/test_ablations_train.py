@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     "override",
     [
-        "--model.model.init_args.reference_guidance=false",
-        "--model.model.init_args.reference_pose=false",
-        "--model.model.init_args.unet.init_args.temporal=mamba",
+        "--model.denoiser.reference_guidance=false",
+        "--model.denoiser.reference_pose=false",
+        "--model.denoiser.unet.temporal=mamba",
     ],
 )
 def test_ablation_fits_and_samples(demo_root, tmp_path, override):

@@ -9,7 +9,7 @@ from unianimate.diffusion.condition_dropout import ConditionDropout
 
 def test_observed_rates_match_configuration_within_three_sigma():
     cfg = ConditionDropout(
-        p_pose=0.5, p_clip=0.3, p_first_frame=0.7, p_reference=0.1, p_all_drop=0.1, p_all_keep=0.15
+        p_pose=0.5, p_clip=0.3, p_local_image=0.7, p_reference=0.1, p_all_drop=0.1, p_all_keep=0.15
     )
     n = 20_000
     drop = cfg.sample(n, generator=torch.Generator().manual_seed(0))

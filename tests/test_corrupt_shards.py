@@ -60,7 +60,7 @@ def test_corrupt_samples_are_skipped_and_counted(corrupt_dir, num_workers):
     )
     loader = dm.train_dataloader()
     for _ in range(2):  # two epochs: the counters add up across epochs
-        keys = sorted(k for batch in loader for k in batch["key"])
+        keys = sorted(k for batch in loader for k in batch.key)
         assert keys == ["a0", "a1", "b0"]
     if num_workers:
         # skips after a worker's last sample of an epoch reach the loader's state when the next
@@ -75,5 +75,5 @@ def test_missing_shard_is_counted(corrupt_dir, tmp_path):
     dm = VideoPoseDataModule(
         str(tmp_path / "ok-{000000..000001}.tar"), num_frames=4, height=32, width=24, batch_size=1
     )
-    assert [k for b in dm.train_dataloader() for k in b["key"]] == ["ok"]
+    assert [k for b in dm.train_dataloader() for k in b.key] == ["ok"]
     assert dm.skip_counts() == {"missing_shard": 1}

@@ -17,6 +17,7 @@ from datamodules.colour import yuv420_to_rgb
 from datamodules.format import PoseSequence, encode_sample
 from datamodules.pose_render import RELEASE_PALETTE, colourize
 from datamodules.video_datamodule import VideoPoseDataModule
+from unianimate.batch import VideoBatch
 
 
 def random_pose(rng: np.random.Generator, frames: int) -> PoseSequence:
@@ -74,51 +75,56 @@ def test_batch_contract(shards):
         "ref_pose": (2, 32, 24),
     }
     for key, shape in shapes.items():
-        assert raw[0][key].shape == shape and raw[0][key].dtype == torch.uint8
-    assert raw[0]["video_colour"].tolist() == [0, 0]  # BT.601, limited range: what x264 was given
+        assert getattr(raw[0], key).shape == shape and getattr(raw[0], key).dtype == torch.uint8
+    assert raw[0].video_colour.tolist() == [0, 0]  # BT.601, limited range: what x264 was given
     batches = [VideoPoseDataModule.to_float(b) for b in raw]
     b = batches[0]
-    assert b["video"].shape == (2, 3, 8, 32, 24) and b["video"].dtype == torch.float32
-    assert b["pose"].shape == (2, 3, 8, 32, 24) and b["pose"].dtype == torch.float32
-    assert b["ref_image"].shape == (2, 3, 32, 24) and b["ref_pose"].shape == (2, 3, 32, 24)
-    assert isinstance(b["key"], list) and all(isinstance(k, str) for k in b["key"])
+    assert b.video.shape == (2, 3, 8, 32, 24) and b.video.dtype == torch.float32
+    assert b.pose.shape == (2, 3, 8, 32, 24) and b.pose.dtype == torch.float32
+    assert b.ref_image.shape == (2, 3, 32, 24) and b.ref_pose.shape == (2, 3, 32, 24)
+    assert isinstance(b.key, list) and all(isinstance(k, str) for k in b.key)
     for batch in batches:
-        assert -1.0 <= batch["video"].min() and batch["video"].max() <= 1.0
-        assert -1.0 <= batch["ref_image"].min() and batch["ref_image"].max() <= 1.0
-        assert 0.0 <= batch["pose"].min() and batch["pose"].max() <= 1.0
-        assert batch["pose"].amax(dim=(1, 3, 4)).gt(0).all()  # every frame has a skeleton drawn
-    keys = [k for batch in batches for k in batch["key"]]
+        assert -1.0 <= batch.video.min() and batch.video.max() <= 1.0
+        assert -1.0 <= batch.ref_image.min() and batch.ref_image.max() <= 1.0
+        assert 0.0 <= batch.pose.min() and batch.pose.max() <= 1.0
+        assert batch.pose.amax(dim=(1, 3, 4)).gt(0).all()  # every frame has a skeleton drawn
+    keys = [k for batch in batches for k in batch.key]
     assert sorted(keys) == sorted(f"train{s}_{i}" for s in range(4) for i in range(3))
     # RGB of the planes, in the values of the former in-worker conversion x / 127.5 - 1
     for key in ("video", "ref_image"):
-        rgb = yuv420_to_rgb(raw[0][key], raw[0]["video_colour"])
-        assert torch.equal(b[key], rgb.float().div_(127.5).sub_(1.0))
-    assert "video_colour" not in b
+        rgb = yuv420_to_rgb(getattr(raw[0], key), raw[0].video_colour)
+        assert torch.equal(getattr(b, key), rgb.float().div_(127.5).sub_(1.0))
+    assert b.video_colour is None
     # the skeletons: the release's RGB pictures (channels reversed) of the palette indices, over 255
-    rgb = torch.from_numpy(colourize(raw[0]["pose"].numpy(), release_channel_order=True))
-    assert torch.equal(b["pose"], rgb.movedim(-1, 1).float() / 255.0)
+    rgb = torch.from_numpy(colourize(raw[0].pose.numpy(), release_channel_order=True))
+    assert torch.equal(b.pose, rgb.movedim(-1, 1).float() / 255.0)
     assert torch.equal(
-        b["ref_pose"], torch.from_numpy(colourize(raw[0]["ref_pose"].numpy())).movedim(-1, 1) / 255.0
+        b.ref_pose, torch.from_numpy(colourize(raw[0].ref_pose.numpy())).movedim(-1, 1) / 255.0
     )
-    assert VideoPoseDataModule.to_float(b)["video"] is b["video"]  # float passes through
+    assert VideoPoseDataModule.to_float(b).video is b.video  # float passes through
 
 
 def test_uint8_to_float_table_is_exact():
     values = torch.arange(768, dtype=torch.int64).remainder(256).to(torch.uint8).view(1, 2, 8, 16, 3)
     indices = values[..., 0]  # every palette index
-    batch = VideoPoseDataModule.to_float({"video": values, "pose": indices, "key": ["k"]})
+    batch = VideoPoseDataModule.to_float(
+        VideoBatch(pose=indices, ref_pose=indices[:, 0], video=values, key=["k"])
+    )
     channels_first = values.permute(0, 4, 1, 2, 3)
-    assert torch.equal(batch["video"], channels_first.float().div_(127.5).sub_(1.0))
-    assert batch["video"].shape == (1, 3, 2, 8, 16) and batch["video"].is_contiguous()
+    assert torch.equal(batch.video, channels_first.float().div_(127.5).sub_(1.0))
+    assert batch.video.shape == (1, 3, 2, 8, 16) and batch.video.is_contiguous()
     palette = torch.from_numpy(RELEASE_PALETTE)[indices.long()].permute(0, 4, 1, 2, 3)
-    assert torch.equal(batch["pose"], palette.float() / 255.0) and batch["pose"].is_contiguous()
-    assert batch["video"].min() == -1 and batch["video"].max() == 1 and batch["key"] == ["k"]
+    assert torch.equal(batch.pose, palette.float() / 255.0) and batch.pose.is_contiguous()
+    assert batch.video.min() == -1 and batch.video.max() == 1 and batch.key == ["k"]
 
 
-def test_evaluation_batches_are_float(shards):
-    batch = next(iter(datamodule(shards["train"], val_shards=shards["val"]).val_dataloader()))
-    assert all(batch[k].dtype == torch.float32 for k in ("video", "pose", "ref_image", "ref_pose"))
-    assert -1.0 <= batch["video"].min() and batch["video"].max() <= 1.0
+def test_evaluation_batches_become_float_in_the_transfer_hook(shards):
+    dm = datamodule(shards["train"], val_shards=shards["val"])
+    raw = next(iter(dm.val_dataloader()))
+    assert raw.video.dtype == torch.uint8 and raw.pose.dtype == torch.uint8  # as decoded and drawn
+    batch = dm.on_after_batch_transfer(raw, 0)
+    assert all(getattr(batch, k).dtype == torch.float32 for k in ("video", "pose", "ref_image", "ref_pose"))
+    assert -1.0 <= batch.video.min() and batch.video.max() <= 1.0
 
 
 def test_clip_is_strided_frames_of_the_video(tmp_path):
@@ -130,7 +136,7 @@ def test_clip_is_strided_frames_of_the_video(tmp_path):
     with wds.TarWriter(str(tmp_path / "s.tar")) as writer:
         writer.write(encode_sample("grey", frames, 8.0, random_pose(rng, 24), {}))
     dm = datamodule(str(tmp_path / "s.tar"), batch_size=1)
-    video = float_batch(dm.train_dataloader())["video"][0]
+    video = float_batch(dm.train_dataloader()).video[0]
     levels = ((video.mean(dim=(0, 2, 3)) + 1) * 127.5 / 10).round().long()
     assert torch.equal(levels - levels[0], 2 * torch.arange(8))
 
@@ -140,31 +146,31 @@ def test_deterministic_for_a_seed(shards):
     again = epoch_batches(datamodule(shards["train"], seed=3))
     other = epoch_batches(datamodule(shards["train"], seed=4))
     for a, b in zip(first, again):
-        assert a["key"] == b["key"]
-        assert all(torch.equal(a[k], b[k]) for k in ("video", "pose", "ref_image", "ref_pose"))
-    assert [b["key"] for b in first] != [b["key"] for b in other]
+        assert a.key == b.key
+        assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("video", "pose", "ref_image", "ref_pose"))
+    assert [b.key for b in first] != [b.key for b in other]
 
 
 def test_epochs_reshuffle_shards(shards):
     loader = datamodule(shards["train"], seed=1).train_dataloader()
-    epochs = [[k for b in loader for k in b["key"]] for _ in range(3)]
+    epochs = [[k for b in loader for k in b.key] for _ in range(3)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(epochs[2])
     assert len({tuple(e) for e in epochs}) > 1
 
 
 def test_train_and_val_are_split_by_shard(shards):
     dm = datamodule(shards["train"], val_shards=shards["val"], val_batch_size=1)
-    train = {k for b in dm.train_dataloader() for k in b["key"]}
-    val = [k for b in dm.val_dataloader() for k in b["key"]]
+    train = {k for b in dm.train_dataloader() for k in b.key}
+    val = [k for b in dm.val_dataloader() for k in b.key]
     assert len(val) == 4 and all(k.startswith("val") for k in val)
     assert train.isdisjoint(val) and all(k.startswith("train") for k in train)
     # validation draws the same clips every pass
     again = list(dm.val_dataloader())
-    assert torch.equal(next(iter(dm.val_dataloader()))["video"], again[0]["video"])
+    assert torch.equal(next(iter(dm.val_dataloader())).video, again[0].video)
 
 
 def test_split_by_worker_and_node_no_overlap(shards):
-    keys = [k for b in datamodule(shards["train"], num_workers=2).train_dataloader() for k in b["key"]]
+    keys = [k for b in datamodule(shards["train"], num_workers=2).train_dataloader() for k in b.key]
     assert len(keys) == len(set(keys)) == 12
     ranks = []
     for rank in range(2):
@@ -187,8 +193,8 @@ def test_aspect_preserving_crop(tmp_path):
             str(tmp_path / "wide.tar"), num_frames=4, batch_size=1, resize="stretch"
         ).train_dataloader()
     )
-    assert crop["video"][..., 2:-2].min() > 0.4  # all bright: the crop is the bright band
-    assert stretch["video"][..., :2].max() < -0.6  # stretch squeezes in the dark sides
+    assert crop.video[..., 2:-2].min() > 0.4  # all bright: the crop is the bright band
+    assert stretch.video[..., :2].max() < -0.6  # stretch squeezes in the dark sides
     box = crop_box(32, 48, 32, 24, "center_crop", np.random.default_rng(0))
     assert (box.scaled_h, box.scaled_w, box.top, box.left) == (32, 48, 0, 12)
     points = np.array([[0.25, 0.5, 1.0], [0.5, 0.25, 1.0], [0.75, 1.0, 0.2]], np.float32)
@@ -201,7 +207,7 @@ def test_too_short_videos_are_skipped_and_counted(tmp_path):
     write_shard(tmp_path / "a.tar", ["long0", "long1"], frames=24)
     write_shard(tmp_path / "b.tar", ["short0", "short1", "short2"], frames=10)  # span is 15
     dm = datamodule(str(tmp_path), batch_size=1)
-    keys = [k for b in dm.train_dataloader() for k in b["key"]]
+    keys = [k for b in dm.train_dataloader() for k in b.key]
     assert sorted(keys) == ["long0", "long1"]
     assert dm.skip_counts() == {"too_short": 3}
 
@@ -209,7 +215,7 @@ def test_too_short_videos_are_skipped_and_counted(tmp_path):
 def test_resampled_is_infinite(shards):
     loader = datamodule(shards["train"], resampled=True).train_dataloader()
     batches = list(itertools.islice(loader, 20))  # 40 samples from a 12-sample dataset
-    keys = [k for b in batches for k in b["key"]]
+    keys = [k for b in batches for k in b.key]
     assert len(keys) == 40 and len(set(keys)) <= 12
 
 
@@ -234,12 +240,12 @@ def test_latent_cache_batches(tmp_path):
             )
     dm = datamodule(str(tmp_path / "cache.tar"), use_latent_cache=True)
     raw = next(iter(dm.train_dataloader()))
-    assert raw["pose"].shape == (2, 8, 32, 24) and raw["pose"].dtype == torch.uint8  # palette indices
+    assert raw.pose.shape == (2, 8, 32, 24) and raw.pose.dtype == torch.uint8  # palette indices
     batch = VideoPoseDataModule.to_float(raw)
-    assert batch["latent"].shape == (2, 4, 8, 4, 3) and batch["latent"].dtype == torch.float32
-    assert batch["ref_latent"].shape == (2, 4, 4, 3) and batch["clip_embed"].shape == (2, 16)
-    assert batch["pose"].shape == (2, 3, 8, 32, 24) and batch["ref_pose"].shape == (2, 3, 32, 24)
-    assert "video" not in batch and sorted(batch["key"]) == ["cached0", "cached1"]
+    assert batch.latent.shape == (2, 4, 8, 4, 3) and batch.latent.dtype == torch.float32
+    assert batch.ref_latent.shape == (2, 4, 4, 3) and batch.clip_embed.shape == (2, 16)
+    assert batch.pose.shape == (2, 3, 8, 32, 24) and batch.ref_pose.shape == (2, 3, 32, 24)
+    assert batch.video is None and sorted(batch.key) == ["cached0", "cached1"]
     with pytest.raises(ValueError, match="latent cache"):
         datamodule(str(tmp_path / "cache.tar"), use_latent_cache=True, resize="random_crop")
 
@@ -247,9 +253,9 @@ def test_latent_cache_batches(tmp_path):
 def test_pose_jitter_moves_the_driving_poses_only(shards):
     plain = next(iter(datamodule(shards["train"]).train_dataloader()))
     jittered = next(iter(datamodule(shards["train"], pose_jitter=True).train_dataloader()))
-    assert plain["key"] == jittered["key"] and torch.equal(plain["video"], jittered["video"])
-    assert torch.equal(plain["ref_pose"], jittered["ref_pose"])
-    assert not torch.equal(plain["pose"], jittered["pose"])
+    assert plain.key == jittered.key and torch.equal(plain.video, jittered.video)
+    assert torch.equal(plain.ref_pose, jittered.ref_pose)
+    assert not torch.equal(plain.pose, jittered.pose)
 
 
 def test_prepare_data_generates_missing_demo_data(tmp_path, monkeypatch):
@@ -268,10 +274,10 @@ def test_prepare_data_generates_missing_demo_data(tmp_path, monkeypatch):
 def test_evaluation_stream_restarts_after_a_pass_cut_short(shards):
     """limit_val_batches stops a validation early; the next validation must see the same clips."""
     loader = datamodule(shards["train"], val_shards=shards["train"]).val_dataloader()
-    first = next(iter(loader))["key"]
+    first = next(iter(loader)).key
     for _ in range(3):
-        assert next(iter(loader))["key"] == first
-    assert sum(len(b["key"]) for b in loader) == 12
+        assert next(iter(loader)).key == first
+    assert sum(len(b.key) for b in loader) == 12
 
 
 def test_crop_without_resize_equals_resize_then_crop():

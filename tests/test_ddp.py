@@ -59,10 +59,10 @@ def test_ddp_test_metrics_cover_every_rank(data, tmp_path):
         "data.init_args.test_shards": str(data / "data" / "train"),  # 2 shards: one per rank
         "data.init_args.test_num_frames": 4,
         "trainer.limit_test_batches": 2,
-        "model.eval_protocol.frames_per_clip": 4,
-        "model.random_metric_weights": str(tmp_path / "metric_weights"),
+        "evaluation.protocol.frames_per_clip": 4,
+        "evaluation.random_metric_weights": str(tmp_path / "metric_weights"),
         "model.sampler.init_args.num_steps": 2,
-        "model.segment_frames": 4,
+        "model.long_video.segment_frames": 4,
     }
     command = fit_command(write_overlay(data, run_dir, 1, 1, extra), *DDP)
     command[command.index("fit")] = "test"

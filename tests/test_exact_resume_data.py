@@ -53,9 +53,9 @@ def take(loader, n: int, epochs_iter: list) -> list[dict]:
 
 
 def assert_same(a: list[dict], b: list[dict]) -> None:
-    assert [x["key"] for x in a] == [y["key"] for y in b]
+    assert [x.key for x in a] == [y.key for y in b]
     for x, y in zip(a, b):
-        assert all(torch.equal(x[k], y[k]) for k in TENSORS)
+        assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in TENSORS)
 
 
 def roundtrip(state: dict) -> dict:
@@ -98,8 +98,8 @@ class KeyRecorder(L.LightningModule):
         self.seen: list[str] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.seen.extend(batch["key"])
-        return (self.weight - batch["video"].mean()) ** 2
+        self.seen.extend(batch.key)
+        return (self.weight - batch.video.mean()) ** 2
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)

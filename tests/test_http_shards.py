@@ -50,8 +50,8 @@ def batches(spec: str) -> tuple[list[dict], dict[str, int]]:
 def assert_same(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b) == 2  # 4 videos, batch 2
     for x, y in zip(a, b):
-        assert x["key"] == y["key"]
-        assert all(torch.equal(x[k], y[k]) for k in ("video", "pose", "ref_image", "ref_pose"))
+        assert x.key == y.key
+        assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in ("video", "pose", "ref_image", "ref_pose"))
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http(s) URLs with curl")
@@ -64,7 +64,7 @@ def test_http_shards(shard_dir, server):
     # first sees an empty stream or the exit status depends on timing; either way it is one
     # failed shard, counted once, as the command's failure.
     missing, skipped = batches(server + "/train-{000000..000002}.tar")
-    assert sorted(k for b in missing for k in b["key"]) == sorted(k for b in local for k in b["key"])
+    assert sorted(k for b in missing for k in b.key) == sorted(k for b in local for k in b.key)
     assert skipped == {"read_error": 1}
 
 

@@ -8,7 +8,13 @@ from model_helpers import tiny_unianimate
 from torch import Tensor, nn
 
 from unianimate.conditions import Conditions
-from unianimate.diffusion.long_video import chain_spans, generate_long_video, window_spans, window_v
+from unianimate.diffusion.long_video import (
+    LongVideo,
+    chain_spans,
+    generate_long_video,
+    window_spans,
+    window_v,
+)
 from unianimate.diffusion.sampling import DDIMSampler
 
 B, H, W = 1, 2, 2  # latent size; pixels are 8x larger
@@ -66,7 +72,7 @@ def test_chain_hands_over_last_latent():
         sampler,
         (B, 4, H, W),
         torch.Generator().manual_seed(0),
-        segment_frames=seg,
+        LongVideo(segment_frames=seg),
         progress=False,
     )
     assert out.shape == (B, 4, n, H, W)
@@ -92,7 +98,7 @@ def test_chain_uneven_length_and_given_first_frame():
         sampler,
         (B, 4, H, W),
         torch.Generator().manual_seed(0),
-        segment_frames=seg,
+        LongVideo(segment_frames=seg),
         first_frame_latent=first,
         progress=False,
     )
@@ -118,7 +124,7 @@ def test_window_mode_end_to_end():
     n = 9
     sampler = DDIMSampler(num_steps=2)
     first = torch.randn(B, 4, H, W)
-    kwargs = dict(mode="window", segment_frames=4, overlap=2, first_frame_latent=first, progress=False)
+    kwargs = dict(long_video=LongVideo("window", 4, 2), first_frame_latent=first, progress=False)
     cond = Conditions(pose=frame_index_pose(n))
     a = generate_long_video(
         Recorder(), cond, n, sampler, (B, 4, H, W), torch.Generator().manual_seed(0), **kwargs
@@ -157,7 +163,7 @@ def test_real_tiny_model_chain():
         sampler,
         (B, 4, H, W),
         torch.Generator().manual_seed(0),
-        segment_frames=seg,
+        LongVideo(segment_frames=seg),
         progress=False,
     )
     assert out.shape == (B, 4, n, H, W) and torch.isfinite(out).all()

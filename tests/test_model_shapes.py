@@ -54,7 +54,7 @@ def inputs(
         ref_pose=torch.rand(b, 3, big_h, big_w, generator=gen),
         ref_latent=torch.randn(b, 4, h, w, generator=gen),
         clip_embed=torch.randn(b, CTX, generator=gen),
-        first_frame=torch.rand(b, 3, big_h, big_w, generator=gen),
+        local_image=torch.rand(b, 3, big_h, big_w, generator=gen),
     )
     x = torch.randn(b, 4, f, h, w, generator=gen)
     t = torch.randint(0, 1000, (b,), generator=gen)
@@ -78,11 +78,11 @@ def test_inputs_not_modified() -> None:
     x, t, cond = inputs()
     before = [
         v.clone()
-        for v in (x, t, cond.pose, cond.ref_pose, cond.ref_latent, cond.clip_embed, cond.first_frame)
+        for v in (x, t, cond.pose, cond.ref_pose, cond.ref_latent, cond.clip_embed, cond.local_image)
     ]
     with torch.no_grad():
         model(x, t, cond)
-    after = (x, t, cond.pose, cond.ref_pose, cond.ref_latent, cond.clip_embed, cond.first_frame)
+    after = (x, t, cond.pose, cond.ref_pose, cond.ref_latent, cond.clip_embed, cond.local_image)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
@@ -103,7 +103,7 @@ def test_zero_initialised_branches_are_no_ops() -> None:
 def test_all_dropped_equals_unconditional() -> None:
     model = randomise(tiny()).eval()
     x, t, cond = inputs()
-    names = ("pose", "clip", "first_frame", "reference")
+    names = ("pose", "clip", "local_image", "reference")
     with torch.no_grad():
         uncond = model(x, t, Conditions())
         dropped = model(x, t, cond.with_drop({n: torch.ones(2, dtype=torch.bool) for n in names}))
@@ -115,11 +115,11 @@ def test_all_dropped_equals_unconditional() -> None:
     torch.testing.assert_close(mixed[1], full[1], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["pose", "clip", "first_frame", "reference"])
+@pytest.mark.parametrize("name", ["pose", "clip", "local_image", "reference"])
 def test_each_drop_zeroes_its_condition(name: str) -> None:
     model = randomise(tiny()).eval()
     x, t, cond = inputs()
-    field = {"pose": ("pose",), "clip": ("clip_embed",), "first_frame": ("first_frame",)}
+    field = {"pose": ("pose",), "clip": ("clip_embed",), "local_image": ("local_image",)}
     removed = Conditions(
         **{**cond.__dict__, **{f: None for f in field.get(name, ("ref_latent", "ref_pose"))}}
     )
@@ -134,8 +134,8 @@ def test_first_frame_is_the_repeated_stream() -> None:
     f = x.shape[2]
     with torch.no_grad():
         out = model(x, t, cond)
-        stream = model.first_frame_encoder(repeat(cond.first_frame, "b c h w -> b c f h w", f=f))
-        no_first = Conditions(**{**cond.__dict__, "first_frame": None})
+        stream = model.local_image_encoder(repeat(cond.local_image, "b c h w -> b c f h w", f=f))
+        no_first = Conditions(**{**cond.__dict__, "local_image": None})
         concat = model.concat_features(no_first, x) + stream
         ref = model.denoise(x, t, concat, model.reference(cond, x), model.context(cond, 2))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

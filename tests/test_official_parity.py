@@ -59,10 +59,10 @@ def _run(model: UniAnimate, cases: dict[str, torch.Tensor], case: str) -> torch.
     if local_image is None:
         return model(x, t, cond)
     if torch.equal(local_image, local_image[:, :, :1].expand_as(local_image)):
-        return model(x, t, Conditions(**{**cond.__dict__, "first_frame": local_image[:, :, 0]}))
+        return model(x, t, Conditions(**{**cond.__dict__, "local_image": local_image[:, :, 0]}))
     # The stored local_image streams differ from frame to frame (the official forward allows it), while
     # Conditions.first_frame is one picture: feed the per-frame features through the same assembly.
-    concat = model.concat_features(cond, x) + model.first_frame_encoder(local_image)
+    concat = model.concat_features(cond, x) + model.local_image_encoder(local_image)
     return model.denoise(x, t, concat, model.reference(cond, x), model.context(cond, x.shape[0]))
 
 
@@ -103,7 +103,7 @@ def test_trace_time_embedding_and_unet_input() -> None:
     torch.testing.assert_close(emb, trace["caseE.time_embed"], atol=1e-5, rtol=1e-5)
     x = cases["caseE.x"]
     cond = _conditions(cases, "caseE")
-    concat = model.concat_features(cond, x) + model.first_frame_encoder(cases["caseE.local_image"])
+    concat = model.concat_features(cond, x) + model.local_image_encoder(cases["caseE.local_image"])
     unet_in = torch.cat([model.reference(cond, x), torch.cat([x, concat], dim=1)], dim=2)
     torch.testing.assert_close(
         rearrange(unet_in, "b c f h w -> (b f) c h w"), trace["caseE.unet_input"], atol=1e-5, rtol=1e-5

@@ -83,7 +83,7 @@ def test_guidance_uses_all_dropped_unconditional_pass():
     assert len(model.calls) == 2 * len(sampler.timesteps)
     uncond = [c for _, _, c in model.calls[1::2]]
     assert all(c.pose is None and c.ref_latent is None and c.ref_pose is None for c in uncond)
-    assert all(c.clip_embed is None and c.first_frame is None for c in uncond)
+    assert all(c.clip_embed is None and c.local_image is None for c in uncond)
 
     x, t = torch.randn(SHAPE, generator=gen(5)), 500
     tt = torch.full((B,), t)
@@ -140,7 +140,7 @@ def test_real_tiny_model():
     model = tiny_unianimate()
     cond = make_cond()
     cond.clip_embed = torch.randn(B, 32, generator=gen(6))
-    cond.first_frame = torch.rand(B, 3, 8 * H, 8 * W, generator=gen(7))
+    cond.local_image = torch.rand(B, 3, 8 * H, 8 * W, generator=gen(7))
     sampler = DDIMSampler(num_steps=3)
     first = torch.randn(B, 4, H, W, generator=gen(8))
     a = sampler.sample(model, cond, SHAPE, gen(0), first_frame_latent=first)

@@ -20,7 +20,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from unianimate.conditions import Conditions
-from unianimate.diffusion.long_video import chain_spans, generate_long_video, window_spans
+from unianimate.diffusion.long_video import LongVideo, chain_spans, generate_long_video, window_spans
 from unianimate.diffusion.sampling import DDIMSampler
 from unianimate.models.unianimate import UniAnimate
 
@@ -46,7 +46,7 @@ def time_one(model, sampler, n: int, mode: str, args, repeats: int = 2) -> tuple
         ref_pose=torch.rand(1, 3, 8 * h, 8 * w, generator=g),
         ref_latent=torch.randn(1, 4, h, w, generator=g),
         clip_embed=torch.randn(1, model.clip_proj.linear_1.in_features, generator=g),
-        first_frame=torch.rand(1, 3, 8 * h, 8 * w, generator=g),
+        local_image=torch.rand(1, 3, 8 * h, 8 * w, generator=g),
     )
     best = (float("inf"), float("inf"))
     for _ in range(repeats):
@@ -58,9 +58,7 @@ def time_one(model, sampler, n: int, mode: str, args, repeats: int = 2) -> tuple
             sampler,
             (1, 4, h, w),
             torch.Generator().manual_seed(0),
-            mode=mode,
-            segment_frames=args.segment_frames,
-            overlap=args.overlap,
+            LongVideo(mode, args.segment_frames, args.overlap),
             progress=False,
         )
         best = min(best, (time.process_time() - cpu, time.perf_counter() - wall))

@@ -56,7 +56,7 @@ def random_batch(frames: int, height: int, width: int, seed: int = 0) -> dict[st
         "ref_pose": torch.rand(1, 3, height, width, generator=g),
         "ref_latent": torch.randn(1, 4, h, w, generator=g),
         "clip_embed": torch.randn(1, 32, generator=g),
-        "first_frame": torch.rand(1, 3, height, width, generator=g),
+        "local_image": torch.rand(1, 3, height, width, generator=g),
     }
 
 
@@ -66,7 +66,7 @@ def loss_fn(model: UniAnimate, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ref_pose=batch["ref_pose"],
         ref_latent=batch["ref_latent"],
         clip_embed=batch["clip_embed"],
-        first_frame=batch["first_frame"],
+        local_image=batch["local_image"],
     )
     return torch.nn.functional.mse_loss(model(batch["x"], batch["t"], cond), batch["target"])
 

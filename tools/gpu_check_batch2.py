@@ -34,7 +34,7 @@ def step(batch: int, frames: int, checkpointing: bool) -> tuple[float, float]:
         ref_pose=torch.rand(batch, 3, h * 8, w * 8, **kw),
         ref_latent=torch.randn(batch, 4, h, w, **kw),
         clip_embed=torch.randn(batch, 1024, **kw),
-        first_frame=torch.rand(batch, 3, h * 8, w * 8, **kw),
+        local_image=torch.rand(batch, 3, h * 8, w * 8, **kw),
     )
     x = torch.randn(batch, 4, frames, h, w, **kw)
     t = torch.randint(0, 1000, (batch,), device="cuda")

@@ -22,6 +22,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from unianimate.conditions import Conditions
+from unianimate.models.temporal import MambaTemporal
 from unianimate.models.unet3d import UNet3D
 from unianimate.models.unianimate import UniAnimate
 
@@ -31,7 +32,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "unianimate
 def build(temporal: str, scan_backend: str) -> UniAnimate:
     """The paper-size model from the shipped preset, with the temporal module overridden."""
     init = yaml.safe_load(CONFIG.read_text())["init_args"]
-    unet_args = dict(init.pop("unet")["init_args"], temporal=temporal, scan_backend=scan_backend)
+    spec = MambaTemporal(scan_backend=scan_backend) if temporal == "mamba" else temporal
+    unet_args = dict(init.pop("unet")["init_args"], temporal=spec)
     with torch.device("cuda"):
         model = UniAnimate(UNet3D(**unet_args), **init)
     return model.to(torch.bfloat16).train()
@@ -62,7 +64,7 @@ def run_config(temporal: str, backend: str, args: argparse.Namespace, peak_tflop
         ref_pose=torch.rand(b, 3, args.height, args.width, **kw),
         ref_latent=torch.randn(b, 4, h, w, **kw),
         clip_embed=torch.randn(b, 1024, **kw),
-        first_frame=torch.rand(b, 3, args.height, args.width, **kw),
+        local_image=torch.rand(b, 3, args.height, args.width, **kw),
     )
 
     def step() -> None:

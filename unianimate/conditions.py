@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
+from unianimate.batch import VideoBatch
+
+if TYPE_CHECKING:
+    from unianimate.models.frozen import FrozenEncoders
+
 # Names of the conditions that can be dropped per sample (SPEC §3, condition dropout).
-DROPPABLE = ("pose", "clip", "first_frame", "reference")
+DROPPABLE = ("pose", "clip", "local_image", "reference")
 
 
 @dataclass
@@ -24,8 +31,20 @@ class Conditions:
     ref_pose: Tensor | None = None  # b 3 H W, the reference image's own skeleton in [0, 1]
     ref_latent: Tensor | None = None  # b 4 h w, VAE latent of the reference image (x 0.18215)
     clip_embed: Tensor | None = None  # b d, pooled projected CLIP image embedding
-    first_frame: Tensor | None = None  # b 3 H W, pixel first-frame stream in [0, 1]
+    local_image: Tensor | None = None  # b 3 H W in [0, 1], the pixel image stream (release "local_image")
     drop: dict[str, Tensor] = field(default_factory=dict)
+
+    # The fields with a frame axis (b c f H W): cut per segment or window of a long video.
+    PER_FRAME = ("pose",)
+
+    def frames(self, start: int, stop: int) -> Conditions:
+        """The conditions of frames [start, stop) (per-video fields are shared)."""
+        cut = {
+            name: getattr(self, name)[:, :, start:stop]
+            for name in self.PER_FRAME
+            if getattr(self, name) is not None
+        }
+        return replace(self, **cut)
 
     def unconditional(self) -> Conditions:
         """Every condition removed: the unconditional pass of classifier-free guidance."""
@@ -37,17 +56,46 @@ class Conditions:
             raise ValueError(f"unknown condition names {sorted(unknown)}; expected a subset of {DROPPABLE}")
         return replace(self, drop=dict(drop))
 
-    def batch_slice(self, index: slice) -> Conditions:
-        """The same conditions for a slice of the batch."""
 
-        def cut(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x[index]
+def to_unit(x: Tensor) -> Tensor:
+    """[-1, 1] -> [0, 1]."""
+    return (x + 1) / 2
 
-        return Conditions(
-            pose=cut(self.pose),
-            ref_pose=cut(self.ref_pose),
-            ref_latent=cut(self.ref_latent),
-            clip_embed=cut(self.clip_embed),
-            first_frame=cut(self.first_frame),
-            drop={k: v[index] for k, v in self.drop.items()},
-        )
+
+@torch.no_grad()
+def build_conditions(
+    batch: VideoBatch, encoders: FrozenEncoders, uses: frozenset[str], training: bool
+) -> tuple[Tensor | None, Conditions]:
+    """The one place a batch becomes the denoiser's conditions: -> (clean latents, conditions).
+
+    ``uses``: the condition names the denoiser declares (``UniAnimate.conditions``); only those
+    are computed. ``training``: the clean latents b 4 f h w come from the ground-truth video (or
+    the latent cache) and the local image stream sees the clip's first frame; at inference
+    (``training=False``) there are no latents (``None``) and, as in the release, the local image
+    stream sees the reference image.
+    """
+    cached = batch.latent is not None  # latent-cache batches: the encoders already ran offline
+    latents = None
+    if training:
+        latents = batch.latent if cached else encoders.encode_video(batch.video)
+    ref_latent = clip = None
+    if "ref_latent" in uses:
+        ref_latent = batch.ref_latent if cached else encoders.encode_images(batch.ref_image)
+    if "clip_embed" in uses:
+        clip = batch.clip_embed if cached else encoders.encode_clip(batch.ref_image)
+    local_image = None
+    if "local_image" in uses:
+        source = batch.video[:, :, 0] if training else batch.ref_image
+        if source is None:
+            raise ValueError(
+                "the local image stream needs decoded frames; it cannot train from latent-cache shards"
+            )
+        local_image = to_unit(source)
+    cond = Conditions(
+        pose=batch.pose,
+        ref_pose=batch.ref_pose if "ref_pose" in uses else None,
+        ref_latent=ref_latent,
+        clip_embed=clip,
+        local_image=local_image,
+    )
+    return latents, cond

@@ -1,24 +1,28 @@
-"""The LightningModule: frozen encoders + the UniAnimate denoiser + the SPEC §3 objective + EMA."""
+"""The LightningModule: frozen encoders + the UniAnimate denoiser + the SPEC §3 objective + EMA.
+
+Test-time evaluation is a callback (``callbacks.video_evaluation.VideoEvaluation``); this module
+only generates. Conditions are built in one place, :func:`unianimate.conditions.build_conditions`.
+"""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from unianimate.conditions import Conditions
-from unianimate.diffusion.condition_dropout import ConditionDropout
-from unianimate.diffusion.long_video import generate_long_video
+from unianimate.batch import VideoBatch
+from unianimate.conditions import Conditions, build_conditions, to_unit
+from unianimate.diffusion.condition_dropout import DROPPED_FIELD, ConditionDropout
+from unianimate.diffusion.long_video import LongVideo, generate_long_video
 from unianimate.diffusion.objective import DiffusionObjective
 from unianimate.diffusion.sampling import DDIMSampler
 from unianimate.ema import EMA
 from unianimate.metrics import frame_metrics
-from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
 from unianimate.models.frozen import FrozenEncoders
 from unianimate.models.unianimate import UniAnimate
 
@@ -26,104 +30,71 @@ from unianimate.models.unianimate import UniAnimate
 TIMESTEP_BUCKETS = 4
 
 
-def to_unit(x: Tensor) -> Tensor:
-    """[-1, 1] -> [0, 1]."""
-    return (x + 1) / 2
-
-
 class UniAnimateModule(L.LightningModule):
-    """Trains ``model`` (the denoiser) on video + pose batches.
+    """Trains ``denoiser`` on video + pose batches (:class:`unianimate.batch.VideoBatch`).
 
     Args:
-        model: the UniAnimate denoiser (plain PyTorch).
+        denoiser: the UniAnimate denoiser (plain PyTorch).
         encoders: frozen CLIP + VAE, from local folders.
         objective: the diffusion objective (unified noise input).
         dropout: per-sample condition dropout.
-        sampler: DDIM sampler for validation videos and ``predict``.
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        sampler: DDIM sampler for validation videos, ``test`` and ``predict``.
+        long_video: how clips longer than one segment are generated (chain, window, independent).
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up. Weight decay applies to weight
+            matrices and kernels only: biases, norm scales and Mamba's ``A_log`` and ``D`` (flagged
+            ``_no_weight_decay``, as in mamba-ssm) are not decayed.
         ema_decay: EMA of the trainable weights (``None`` turns it off).
         ema_warmup: use the (1 + n) / (10 + n) warm-up of the decay.
-        long_video_mode, segment_frames, overlap: how ``predict`` makes clips longer than one segment.
         seed: base seed of the fixed validation noise and of sampling.
         val_sample_batches: validation batches that are also fully sampled, for L1 / PSNR / SSIM
             of generated against ground-truth frames (0: loss only).
-        eval_protocol: what ``unianimate test`` measures (SPEC §6).
-        random_metric_weights: a folder; LPIPS / I3D weights the protocol does not name are
-            generated there with random weights (demo only: the results say so).
-        pose_fidelity: ``unianimate test`` also re-extracts poses from the generated frames with
-            this pose backend (``mediapipe``: the ``pose`` extra) and reports PCK@0.05 of the image
-            diagonal against the driving keypoints (``None``: off).
     """
 
     def __init__(
         self,
-        model: UniAnimate,
+        denoiser: UniAnimate,
         encoders: FrozenEncoders,
         objective: DiffusionObjective | None = None,
         dropout: ConditionDropout | None = None,
         sampler: DDIMSampler | None = None,
+        long_video: LongVideo | None = None,
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float | None = 0.9999,
         ema_warmup: bool = True,
-        long_video_mode: str = "chain",
-        segment_frames: int = 16,
-        overlap: int = 8,
         seed: int = 0,
         val_sample_batches: int = 1,
-        eval_protocol: EvalProtocol | None = None,
-        random_metric_weights: str | None = None,
-        pose_fidelity: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            ignore=["model", "encoders", "objective", "dropout", "sampler", "eval_protocol"]
+            ignore=["denoiser", "encoders", "objective", "dropout", "sampler", "long_video"]
         )
-        self.model = model
+        self.denoiser = denoiser
         self.encoders = encoders
         self.encoders.requires_grad_(False)  # frozen: the one place (STYLE §11)
-        self.model.set_empty_text(self.encoders.empty_text)
+        self.denoiser.set_empty_text(self.encoders.empty_text)
         self.objective = objective or DiffusionObjective()
         self.dropout = dropout or ConditionDropout()
+        _check_dropout(self.dropout, self.denoiser.conditions)
         self.sampler = sampler or DDIMSampler()
-        self.ema = EMA(self.model, ema_decay, ema_warmup) if ema_decay is not None else None
-        self.eval_protocol = eval_protocol or EvalProtocol()
-        self.metrics: VideoMetrics | None = None
+        self.long_video = long_video or LongVideo()
+        self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay is not None else None
 
-    # ---- conditions ---------------------------------------------------------------------
-    @torch.no_grad()
-    def encode_batch(self, batch: dict[str, Any]) -> tuple[Tensor, Conditions]:
-        """A data batch -> clean latents b 4 f h w and the full (undropped) conditions."""
-        if "latent" in batch:  # latent-cache shards: the encoders already ran offline
-            latents, ref_latent, clip = batch["latent"], batch["ref_latent"], batch["clip_embed"]
-        else:
-            latents = self.encoders.encode_video(batch["video"])
-            ref_latent = self.encoders.encode_images(batch["ref_image"])
-            clip = self.encoders.encode_clip(batch["ref_image"])
-        first_frame = None
-        if self.model.first_frame_encoder is not None:
-            if "video" not in batch:
-                raise ValueError(
-                    "the pixel first-frame stream needs decoded video frames; it cannot train from latent-cache shards"
-                )
-            first_frame = to_unit(batch["video"][:, :, 0])
-        guided = self.model.ref_latent_encoder is not None  # reference_guidance=False: none to give
-        cond = Conditions(
-            pose=batch["pose"],
-            ref_pose=batch["ref_pose"] if guided else None,
-            ref_latent=ref_latent if guided else None,
-            clip_embed=clip,
-            first_frame=first_frame,
-        )
-        return latents, cond
+    def ema_weights(self) -> AbstractContextManager:
+        """``with module.ema_weights():`` the EMA weights are in the denoiser (no-op without EMA)."""
+        return self.ema.swapped_in(self.denoiser) if self.ema is not None else nullcontext()
+
+    def conditions(self, batch: VideoBatch, training: bool) -> tuple[Tensor | None, Conditions]:
+        """(clean latents or None, the full undropped conditions) of a batch."""
+        return build_conditions(batch, self.encoders, self.denoiser.conditions, training)
 
     # ---- training -----------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        latents, cond = self.encode_batch(batch)
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        latents, cond = self.conditions(batch, training=True)
         cond = cond.with_drop(self.dropout.sample(latents.shape[0], device=latents.device))
         t, noise, first = self.objective.draw(latents)
-        out = self.objective(self.model, latents, cond, t, noise, first)
+        out = self.objective(self.denoiser, latents, cond, t, noise, first)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"non-finite training loss {out.loss.item()} at step {self.global_step}")
         b = latents.shape[0]
@@ -147,7 +118,7 @@ class UniAnimateModule(L.LightningModule):
         # Here, not in on_train_batch_end: callbacks (ModelCheckpoint) run that hook first, so a
         # checkpoint would miss the step's EMA update and a resumed run would diverge.
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.denoiser)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -157,164 +128,59 @@ class UniAnimateModule(L.LightningModule):
                 self.log(f"data/skipped_{reason}", float(count), batch_size=1)
 
     # ---- validation: fixed noise, EMA weights -----------------------------------------
-    def on_validation_epoch_start(self) -> None:
-        self._ema_context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
-        self._ema_context.__enter__()
-
-    def on_validation_epoch_end(self) -> None:
-        self._ema_context.__exit__(None, None, None)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        latents, cond = self.encode_batch(batch)
-        # Same timesteps and noise for a given batch index at every validation: comparable curves.
-        generator = torch.Generator(device=latents.device).manual_seed(
-            self.hparams.seed * 100_003 + batch_idx
-        )
-        t, noise, first = self.objective.draw(latents, generator)
-        out = self.objective(self.model, latents, cond, t, noise, first, generator)
-        b = latents.shape[0]
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=True)
-        self._log_buckets("val", out.loss_per_sample, t, b)
-        if batch_idx < self.hparams.val_sample_batches and "video" in batch:
-            # The cheap metrics of SPEC §6 on fully sampled clips (EMA weights are swapped in).
-            generated, target = (
-                to_unit(self.generate(batch, seed=self.hparams.seed + batch_idx)),
-                to_unit(batch["video"]),
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        with self.ema_weights():
+            latents, cond = self.conditions(batch, training=True)
+            # Same timesteps and noise for a given batch index at every validation: comparable curves.
+            generator = torch.Generator(device=latents.device).manual_seed(
+                self.hparams.seed * 100_003 + batch_idx
             )
-            flat = [x.transpose(1, 2).flatten(0, 1) for x in (generated, target)]  # (b f) 3 H W
-            for name, fn in (
-                ("l1", frame_metrics.l1),
-                ("psnr", frame_metrics.psnr),
-                ("ssim", frame_metrics.ssim),
-            ):
-                self.log(f"val/{name}", fn(*flat).mean(), batch_size=b, sync_dist=True)
+            t, noise, first = self.objective.draw(latents, generator)
+            out = self.objective(self.denoiser, latents, cond, t, noise, first, generator)
+            b = latents.shape[0]
+            self.log("val/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=True)
+            self._log_buckets("val", out.loss_per_sample, t, b)
+            if batch_idx < self.hparams.val_sample_batches and batch.video is not None:
+                # The cheap metrics of SPEC §6 on fully sampled clips.
+                generated = to_unit(self.generate(batch, seed=self.hparams.seed + batch_idx))
+                flat = [x.transpose(1, 2).flatten(0, 1) for x in (generated, to_unit(batch.video))]
+                for name in ("l1", "psnr", "ssim"):
+                    value = getattr(frame_metrics, name)(*flat).mean()
+                    self.log(f"val/{name}", value, batch_size=b, sync_dist=True)
         return out.loss
-
-    # ---- test: the paper's metrics on held-out videos -------------------------------
-    def on_test_start(self) -> None:
-        protocol = self.eval_protocol
-        if self.hparams.random_metric_weights is not None and (
-            protocol.lpips_vgg is None or protocol.i3d is None
-        ):
-            from dataclasses import replace
-
-            from unianimate.metrics.random_weights import make_tiny_metric_weights
-
-            folder = self.hparams.random_metric_weights
-            paths = {k: str(v) for k, v in make_tiny_metric_weights(folder).items()}
-            protocol = replace(
-                protocol,
-                lpips_vgg=protocol.lpips_vgg or paths["lpips_vgg"],
-                lpips_heads=protocol.lpips_heads or paths["lpips_heads"],
-                i3d=protocol.i3d or paths["i3d"],
-            )
-        self.metrics = VideoMetrics(protocol, device=self.device)
-        self.pck_values: list[float] = []
-        self.pose_extractor = None
-        if self.hparams.pose_fidelity is not None:
-            from datamodules.pose_extract import make_extractor  # the pose extra, only when asked
-
-            self.pose_extractor = make_extractor(self.hparams.pose_fidelity)
-        self._ema_context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
-        self._ema_context.__enter__()
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        generated = self.generate(batch, seed=self.hparams.seed + batch_idx)
-        self.metrics.update(to_unit(generated).clamp(0, 1), to_unit(batch["video"]).clamp(0, 1))
-        if self.pose_extractor is not None:
-            self.pck_values += self._pose_fidelity(generated, batch["keypoints"])
-
-    def _pose_fidelity(self, generated: Tensor, keypoints: Tensor) -> list[float]:
-        """PCK per video: poses re-extracted from ``generated`` (b 3 f H W) vs the driving
-        ``keypoints`` (b f 20 3, normalised to the clip's frame)."""
-        from unianimate.metrics.pck import pck
-        from unianimate.visualize import to_uint8_frames
-
-        height, width = generated.shape[-2:]
-        scale = np.array([width, height, 1.0])
-        values = []
-        for video, target in zip(generated, keypoints.cpu().numpy()):
-            found = self.pose_extractor(to_uint8_frames(video)).body
-            values.append(pck(found * scale, target * scale, image_size=(height, width)))
-        return values
-
-    def on_test_epoch_end(self) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Each rank evaluated its own shards: gather everything, so every rank computes the
-            # metrics of all the videos (FVD needs all the features together, not a mean of FVDs).
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (self.metrics.snapshot(), self.pck_values))
-            self.metrics.merge([snap for snap, _ in gathered])
-            self.pck_values = [v for _, values in gathered for v in values]
-        results = self.metrics.compute()
-        if self.pose_extractor is not None:
-            # Videos where no keypoint was found in both count as NaN and are left out of the mean.
-            found = [v for v in self.pck_values if v == v]
-            results["pck"] = float(np.mean(found)) if found else float("nan")
-            results["pck_videos"] = len(found)
-        for name, value in results.items():
-            if isinstance(value, float | int):  # the same on every rank: nothing to reduce
-                self.log(f"test/{name}", float(value), sync_dist=False, rank_zero_only=True)
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank
-        if not self.trainer.is_global_zero:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(results, out_dir / "test_metrics.json")
-        table = format_markdown(results)
-        (out_dir / "test_metrics.md").write_text(table + "\n")
-        print(f"\n{table}\nwrote {out_dir / 'test_metrics.json'} and {out_dir / 'test_metrics.md'}")
-
-    def on_test_end(self) -> None:
-        self._ema_context.__exit__(None, None, None)
 
     # ---- sampling -----------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch: dict[str, Any], seed: int | None = None, progress: bool = False) -> Tensor:
-        """Animate a batch: b 3 N H W video in [-1, 1] for the N poses of ``batch["pose"]``.
+    def generate(self, batch: VideoBatch, seed: int | None = None, progress: bool = False) -> Tensor:
+        """Animate a batch: b 3 N H W video in [-1, 1] for the N poses of ``batch.pose``.
 
         Uses EMA weights when present. Clips longer than one segment are made segment by segment
-        (``long_video_mode``: chain or window).
+        (``long_video``).
         """
-        cond = self.encode_reference(batch)
-        num_frames = batch["pose"].shape[2]
-        b, _, _, height, width = batch["pose"].shape
+        _, cond = self.conditions(batch, training=False)
+        height, width = batch.size
         factor = self.encoders.downsample_factor
-        h, w = height // factor, width // factor
         generator = torch.Generator(device=self.device).manual_seed(
             self.hparams.seed if seed is None else seed
         )
-        context = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
-        with context:
+        with self.ema_weights():
             latents = generate_long_video(
-                self.model,
+                self.denoiser,
                 cond,
-                num_frames,
+                batch.num_frames,
                 self.sampler,
-                (b, 4, h, w),
+                (len(batch), 4, height // factor, width // factor),
                 generator,
-                mode=self.hparams.long_video_mode,
-                segment_frames=min(self.hparams.segment_frames, num_frames),
-                overlap=self.hparams.overlap,
+                self.long_video,
                 progress=progress,
             )
         return self.encoders.decode_video(latents)
 
-    @torch.no_grad()
-    def encode_reference(self, batch: dict[str, Any]) -> Conditions:
-        """Conditions from the reference image and poses only (no ground-truth video needed)."""
-        ref = batch["ref_image"]
-        guided = self.model.ref_latent_encoder is not None
-        cond = Conditions(
-            pose=batch["pose"],
-            ref_pose=batch["ref_pose"] if guided else None,
-            ref_latent=self.encoders.encode_images(ref) if guided else None,
-            clip_embed=self.encoders.encode_clip(ref),
-            # The release feeds the reference image as the pixel first-frame stream at inference.
-            first_frame=to_unit(ref) if self.model.first_frame_encoder is not None else None,
-        )
-        return cond
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        """The generated video (b 3 f H W in [-1, 1]); ``VideoEvaluation`` measures it."""
+        return self.generate(batch, seed=self.hparams.seed + batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> dict[str, Any]:
         return {
             "generated": self.generate(batch, seed=self.hparams.seed + batch_idx, progress=True),
             "batch": batch,
@@ -342,8 +208,8 @@ class UniAnimateModule(L.LightningModule):
             )
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = parameter_groups(self.denoiser, self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         warmup = max(self.hparams.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -362,3 +228,29 @@ class UniAnimateModule(L.LightningModule):
             checkpoint["state_dict"].setdefault(key, value)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for weight matrices and kernels; none for biases, norm scales (1-d)
+    and parameters flagged ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``, as mamba-ssm does)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _check_dropout(dropout: ConditionDropout, uses: frozenset[str]) -> None:
+    """No knob that does nothing: a dropout probability changed from its default for a condition
+    the denoiser does not use is an error."""
+    defaults = {f.name: f.default for f in fields(ConditionDropout)}
+    for name, field_name in DROPPED_FIELD.items():
+        p = getattr(dropout, f"p_{name}")
+        if field_name not in uses and p != defaults[f"p_{name}"]:
+            raise ValueError(
+                f"dropout.p_{name}={p} drops a condition this denoiser does not use ({field_name}); "
+                "remove the setting"
+            )

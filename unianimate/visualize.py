@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from datamodules.format import encode_mp4
+from unianimate.video_io import encode_mp4
 
 
 def to_uint8_frames(video: Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:

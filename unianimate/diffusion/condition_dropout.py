@@ -9,6 +9,14 @@ from torch import Tensor
 
 from unianimate.conditions import DROPPABLE
 
+# Dropout name -> the ``Conditions`` field it zeroes ("reference" covers ref_latent and ref_pose).
+DROPPED_FIELD = {
+    "pose": "pose",
+    "clip": "clip_embed",
+    "local_image": "local_image",
+    "reference": "ref_latent",
+}
+
 
 @dataclass
 class ConditionDropout:
@@ -21,7 +29,7 @@ class ConditionDropout:
 
     p_pose: float = 0.5
     p_clip: float = 0.5
-    p_first_frame: float = 0.5
+    p_local_image: float = 0.5
     p_reference: float = 0.1
     p_all_drop: float = 0.1
     p_all_keep: float = 0.1
@@ -37,7 +45,7 @@ class ConditionDropout:
         return {
             "pose": self.p_pose,
             "clip": self.p_clip,
-            "first_frame": self.p_first_frame,
+            "local_image": self.p_local_image,
             "reference": self.p_reference,
         }
 

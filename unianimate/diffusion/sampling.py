@@ -51,6 +51,31 @@ def replace_first_frame(x: Tensor, first_frame_latent: Tensor | None) -> Tensor:
     return torch.cat([first_frame_latent.to(x.dtype)[:, :, None], x[:, :, 1:]], dim=2)
 
 
+# v_fn(x_t: b 4 f h w, t) -> v-prediction b 4 f h w (guided, windowed, ...)
+VFunction = Callable[[Tensor, int], Tensor]
+
+
+def ddim_loop(
+    sampler: DDIMSampler,
+    v_fn: VFunction,
+    x_T: Tensor,
+    first_frame_latent: Tensor | None = None,
+    progress: bool = False,
+    desc: str = "DDIM",
+) -> Tensor:
+    """The one DDIM loop: every timestep of ``sampler`` from x_T (b 4 f h w) -> clean latents.
+
+    ``v_fn`` gives the v-prediction at (x_t, t): long-video modes compose over this loop by what
+    they pass. With first_frame_latent (b 4 h w), frame 0 is the clean latent before every call
+    and in the output (the paper's first-frame conditioned noise input).
+    """
+    x = x_T
+    for t in tqdm(sampler.timesteps, desc=desc, disable=not progress, leave=False):
+        x = replace_first_frame(x, first_frame_latent)
+        x = sampler.step(v_fn(x, t), t, x)
+    return replace_first_frame(x, first_frame_latent)
+
+
 class DDIMSampler:
     """Guided DDIM sampler. The defaults reproduce the release's 31-step loop (SPEC §4).
 
@@ -119,16 +144,10 @@ class DDIMSampler:
         first_frame_latent: Tensor | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """Run every timestep from x_T (b 4 f h w) -> clean latents (b 4 f h w).
-
-        With first_frame_latent (b 4 h w), frame 0 is the clean latent before every model call and
-        in the output (the paper's first-frame conditioned noise input).
-        """
-        x = x_T
-        for t in tqdm(self.timesteps, desc="DDIM", disable=not progress, leave=False):
-            x = replace_first_frame(x, first_frame_latent)
-            x = self.step(self.guided_v(model, x, t, cond), t, x)
-        return replace_first_frame(x, first_frame_latent)
+        """Guided DDIM from x_T (b 4 f h w) -> clean latents (b 4 f h w); see :func:`ddim_loop`."""
+        return ddim_loop(
+            self, lambda x, t: self.guided_v(model, x, t, cond), x_T, first_frame_latent, progress
+        )
 
     @torch.no_grad()
     def sample(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +20,7 @@ from unianimate.models.attention import AttentionBackend
 from unianimate.models.init import zero_module
 from unianimate.models.resblock import Downsample, ResBlock, Upsample
 from unianimate.models.spatial_transformer import SpatialTransformer
-from unianimate.models.temporal_transformer import TemporalTransformer
-
-TemporalKind = Literal["transformer", "mamba"]
-ScanBackend = Literal["torch", "mamba_ssm", "triton"]
+from unianimate.models.temporal import TemporalChoice, TemporalName, temporal_choice
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -118,18 +114,12 @@ class UNet3D(nn.Module):
         context_dim: int = 1024,
         temporal_in_heads: int = 8,
         dropout: float = 0.1,
-        temporal: TemporalKind = "transformer",
-        mamba_d_state: int = 16,
-        mamba_d_conv: int = 4,
-        mamba_expand: int = 2,
-        mamba_bidirectional: bool = True,
-        scan_backend: ScanBackend = "torch",
+        temporal: TemporalChoice | TemporalName = "transformer",
         attention: AttentionBackend = "sdpa",
         checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if temporal not in ("transformer", "mamba"):
-            raise ValueError(f"unknown temporal module {temporal!r}; expected 'transformer' or 'mamba'")
+        self.temporal = temporal_choice(temporal)
         if attention not in ("sdpa", "math"):
             raise ValueError(f"unknown attention backend {attention!r}; expected 'sdpa' or 'math'")
         self.in_channels = in_channels
@@ -142,18 +132,7 @@ class UNet3D(nn.Module):
         emb_dim = 4 * base_channels
 
         def temporal_module(channels: int, heads: int) -> nn.Module:
-            if temporal == "mamba":
-                from unianimate.models.temporal_mamba import TemporalMamba
-
-                return TemporalMamba(
-                    channels,
-                    d_state=mamba_d_state,
-                    d_conv=mamba_d_conv,
-                    expand=mamba_expand,
-                    bidirectional=mamba_bidirectional,
-                    scan_backend=scan_backend,
-                )
-            return TemporalTransformer(channels, heads, head_dim, backend=attention)
+            return self.temporal.build(channels, heads, head_dim, attention)
 
         def attention_pair(channels: int) -> tuple[SpatialTransformer, nn.Module]:
             spatial = SpatialTransformer(channels, head_dim, context_dim, backend=attention)

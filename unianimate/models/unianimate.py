@@ -8,8 +8,6 @@ output's frame 0 is dropped. The output is a v-prediction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from einops import repeat
@@ -48,7 +46,8 @@ def _zero_dropped(x: Tensor, drop: Tensor | None) -> Tensor:
 class UniAnimate(nn.Module):
     """Denoiser ``(x_t, t, Conditions) -> v``. ``unet`` is built outside (LightningCLI nests it).
 
-    ``first_frame_stream``: the release's pixel first-frame encoder ("local_image").
+    ``local_image_stream``: the release's pixel image encoder ("local_image"): in training it sees the
+    clip's first frame, at inference the reference image (see ``unianimate.conditions.build_conditions``).
     ``reference_guidance``: reference latent + reference pose encoders and the extra frame 0; without
     it the UNet runs on the f frames only. ``reference_pose``: the reference pose encoder inside the
     reference guidance (off: the guidance is the reference latent alone, the paper's "w/o reference
@@ -65,7 +64,7 @@ class UniAnimate(nn.Module):
         num_clip_tokens: int = 4,
         pose_channels: int = 8,
         ref_channels: int = 12,
-        first_frame_stream: bool = True,
+        local_image_stream: bool = True,
         reference_guidance: bool = True,
         clip_tokens: bool = True,
         reference_pose: bool = True,
@@ -91,8 +90,8 @@ class UniAnimate(nn.Module):
             ClipTokenMLP(clip_dim or context_dim, context_dim, num_clip_tokens) if clip_tokens else None
         )
         self.pose_encoder = PixelEncoder(pose_channels, hidden, backend)
-        self.first_frame_encoder = (
-            PixelEncoder(pose_channels, hidden, backend) if first_frame_stream else None
+        self.local_image_encoder = (
+            PixelEncoder(pose_channels, hidden, backend) if local_image_stream else None
         )
         if reference_guidance:
             self.ref_latent_encoder = LatentEncoder(latent_channels, ref_channels, hidden, backend)
@@ -116,8 +115,20 @@ class UniAnimate(nn.Module):
             tokens.detach().to(device=self.empty_text.device, dtype=self.empty_text.dtype).clone()
         )
 
-    def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p in self.parameters() if p.requires_grad)
+    @property
+    def conditions(self) -> frozenset[str]:
+        """The conditions this denoiser uses (names of ``Conditions`` fields): what
+        ``build_conditions`` computes for it, and what condition dropout may drop."""
+        used = {"pose"}
+        if self.clip_proj is not None:
+            used.add("clip_embed")
+        if self.local_image_encoder is not None:
+            used.add("local_image")
+        if self.ref_latent_encoder is not None:
+            used.add("ref_latent")
+            if self.ref_pose_encoder is not None:
+                used.add("ref_pose")
+        return frozenset(used)
 
     def context(self, cond: Conditions, batch: int) -> Tensor:
         """Empty-text tokens ++ CLIP tokens (zeros when absent or dropped): b n d."""
@@ -152,19 +163,19 @@ class UniAnimate(nn.Module):
         return _zero_dropped(ref, cond.drop.get("reference"))
 
     def concat_features(self, cond: Conditions, x: Tensor) -> Tensor:
-        """Pose features + first-frame features (zeros when absent): b pose_channels f h w."""
+        """Pose features + local-image features (zeros when absent): b pose_channels f h w."""
         b, _, f, h, w = x.shape
         concat = x.new_zeros(b, self.pose_channels, f, h, w)
-        if cond.first_frame is not None:
-            if self.first_frame_encoder is None:
+        if cond.local_image is not None:
+            if self.local_image_encoder is None:
                 raise ValueError(
-                    "cond.first_frame given but the model was built with first_frame_stream=False"
+                    "cond.local_image given but the model was built with local_image_stream=False"
                 )
             # The release feeds the first frame repeated over the f frames: run the convs once and
             # the frame transformer on the f copies.
-            feats = self.first_frame_encoder.encode_frames(cond.first_frame[:, :, None])
-            feats = self.first_frame_encoder.frame_transformer(repeat(feats, "b c 1 h w -> b c f h w", f=f))
-            concat = concat + _zero_dropped(feats, cond.drop.get("first_frame"))
+            feats = self.local_image_encoder.encode_frames(cond.local_image[:, :, None])
+            feats = self.local_image_encoder.frame_transformer(repeat(feats, "b c 1 h w -> b c f h w", f=f))
+            concat = concat + _zero_dropped(feats, cond.drop.get("local_image"))
         if cond.pose is not None:
             concat = concat + _zero_dropped(self.pose_encoder(cond.pose), cond.drop.get("pose"))
         return concat

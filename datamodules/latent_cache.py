@@ -23,7 +23,7 @@ from tqdm import tqdm
 from datamodules.clips import apply_box_yuv420, crop_box
 from datamodules.format import decode_mp4_yuv420
 from datamodules.stream import expand_shards
-from datamodules.video_datamodule import VideoPoseDataModule
+from datamodules.video_datamodule import pixels_to_float
 from unianimate.models.frozen import FrozenEncoders
 
 
@@ -48,8 +48,8 @@ def cache_sample(
     frames = decode_mp4_yuv420(sample["mp4"])
     box = crop_box(*frames.y.shape[1:], height, width, resize, np.random.default_rng(0), even=True)
     packed = torch.from_numpy(apply_box_yuv420(frames, box)).to(device)[None]
-    batch = VideoPoseDataModule.to_float({"video": packed, "video_colour": torch.tensor([frames.colour])})
-    pixels = batch["video"][0].transpose(0, 1).contiguous()  # f 3 H W in [-1, 1]
+    video = pixels_to_float(packed, torch.tensor([frames.colour]))
+    pixels = video[0].transpose(0, 1).contiguous()  # f 3 H W in [-1, 1]
     latents = encoders.encode_images(pixels)  # f 4 h w, posterior mean when sample_posterior=False
     embeds = torch.cat([encoders.encode_clip(chunk) for chunk in pixels.split(encoders.vae_chunk)])
     meta = json.loads(sample["json"])
