@@ -83,7 +83,9 @@ class AnimateDataModule(L.LightningDataModule):
         image = np.asarray(Image.open(hp.reference).convert("RGB"))
         src_h, src_w = image.shape[:2]
         box = crop_box(src_h, src_w, hp.height, hp.width, hp.resize, np.random.default_rng(0))
-        ref = torch.from_numpy(apply_box_frames(image[None], box)[0])  # uint8 H W 3: to_float makes it float
+        ref = torch.from_numpy(
+            np.array(apply_box_frames(image[None], box)[0])
+        )  # uint8 H W 3; to_float makes it float
         step = slice(None, hp.max_frames and hp.max_frames * hp.frame_interval, hp.frame_interval)
         source = Path(hp.pose)
         if source.suffix in KEYPOINT_SUFFIXES:

@@ -147,7 +147,9 @@ def test_deterministic_for_a_seed(shards):
     other = epoch_batches(datamodule(shards["train"], seed=4))
     for a, b in zip(first, again):
         assert a.key == b.key
-        assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("video", "pose", "ref_image", "ref_pose"))
+        assert all(
+            torch.equal(getattr(a, k), getattr(b, k)) for k in ("video", "pose", "ref_image", "ref_pose")
+        )
     assert [b.key for b in first] != [b.key for b in other]
 
 

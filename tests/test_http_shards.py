@@ -51,7 +51,9 @@ def assert_same(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b) == 2  # 4 videos, batch 2
     for x, y in zip(a, b):
         assert x.key == y.key
-        assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in ("video", "pose", "ref_image", "ref_pose"))
+        assert all(
+            torch.equal(getattr(x, k), getattr(y, k)) for k in ("video", "pose", "ref_image", "ref_pose")
+        )
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http(s) URLs with curl")

@@ -170,3 +170,39 @@ def test_real_tiny_model_chain():
     steps = len(sampler.timesteps)
     for k, (start, _) in enumerate(chain_spans(n, seg)[1:], start=1):
         assert all(torch.equal(s, out[:, :, start]) for s in seen[k * steps : (k + 1) * steps])
+
+
+def test_independent_segments_share_no_state():
+    """`independent`: non-overlapping segments, each from its own noise, none handed over; the
+    given first frame conditions every segment."""
+    n, seg = 10, 4  # [0, 4), [4, 8), [8, 10)
+    sampler = DDIMSampler(num_steps=2, guidance_scale=1.0)
+    steps = len(sampler.timesteps)
+    model = Recorder()
+    first = torch.randn(B, 4, H, W)
+    long_video = LongVideo("independent", seg)
+    assert long_video.spans(n) == [(0, 4), (4, 8), (8, 10)]
+    out = generate_long_video(
+        model,
+        Conditions(pose=frame_index_pose(n)),
+        n,
+        sampler,
+        (B, 4, H, W),
+        torch.Generator().manual_seed(0),
+        long_video,
+        first_frame_latent=first,
+        progress=False,
+    )
+    assert out.shape == (B, 4, n, H, W)
+    assert [model.frames[k * steps] for k in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert all(torch.equal(f, first) for f in model.frame0)  # the same first frame, never a handed-over one
+    assert torch.equal(out[:, :, 4], first) and torch.equal(out[:, :, 8], first)
+
+
+def test_long_video_settings_are_checked():
+    with pytest.raises(ValueError, match="mode"):
+        LongVideo("loop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="segment_frames >= 2"):
+        LongVideo("chain", 1)
+    assert LongVideo("window", 4, 2).spans(9) == window_spans(9, 4, 2)
+    assert LongVideo("chain", 16).spans(10) == [(0, 10)]  # one segment: the clip is shorter

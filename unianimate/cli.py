@@ -75,10 +75,11 @@ def renamed_keys(args: list[str]) -> list[str]:
             keys += _flat_keys(yaml.safe_load(Path(value).read_text()))
     lines = []
     for key in keys:
-        for old, new in RENAMED.items():
-            if key == old or key.endswith("." + old) or key.startswith(old + "."):
-                lines.append(f"config key '{key}' was renamed: use {new}")
-                break
+        matches = [
+            old for old in RENAMED if key == old or key.endswith("." + old) or key.startswith(old + ".")
+        ]
+        if matches:
+            lines.append(f"config key '{key}' was renamed: use {RENAMED[max(matches, key=len)]}")
     return list(dict.fromkeys(lines))
 
 
