@@ -4,7 +4,7 @@
         --vae-path weights/sd21-vae --height 768 --width 512 [--dtype float16] [--device cuda]
 
 Then train with ``--data.init_args.train_shards OUT_DIR --data.init_args.use_latent_cache true``
-(the pixel first-frame stream needs frames, so it must be off: ``local_image_stream: false``).
+(the pixel local-image stream needs frames, so it must be off: ``local_image_stream: false``).
 """
 
 import argparse
