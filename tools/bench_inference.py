@@ -14,7 +14,8 @@ Variants ``DTYPE:ENCODERS``: weights in DTYPE (float16 / bfloat16) with autocast
 ENCODERS ``resident`` (CLIP and VAE on the GPU throughout) or ``offload`` (kept on the CPU, moved
 to the GPU for the encode and for the decode, moved back after; the transfers are timed). Each
 variant: one warm-up video (1 DDIM step, decode of one chunk), then ``--repeats`` timed videos.
-Peak = max_memory_allocated over the video (weights included), per phase and overall.
+Peak = max_memory_allocated over the video (weights included), per phase and overall. The
+variants run in the order given; past ``--budget-s`` the rest are skipped (and said so).
 
     python tools/bench_inference.py --json inference.json              # 32 frames, 768 x 512
     python tools/bench_inference.py --device cpu --preset tiny --encoders tiny --frames 2 \\
@@ -212,6 +213,9 @@ def run(
     meta |= {"repeats": repeats}
     result = {"meta": meta, "rows": []}
     clip_path, vae_path = encoder_folders(encoders_kind, workdir, device)
+    # Loaded once (the user's path: save_pretrained folders through FrozenEncoders), then moved
+    # and cast for each variant; the values do not matter.
+    encoders = FrozenEncoders(str(clip_path), str(vae_path), vae_chunk=vae_chunk)
     start = time.perf_counter()
     for variant in variants:
         dtype_name, placement = variant.split(":")
@@ -220,14 +224,13 @@ def run(
             row |= {"error": f"skipped: past the {budget_s:.0f} s budget"}
             result["rows"].append(row)
             continue
-        denoiser = encoders = None
+        denoiser = None
         try:
             if placement not in ("resident", "offload"):
                 raise ValueError(f"encoders placement {placement!r}: expected resident or offload")
             dtype, offload = getattr(torch, dtype_name), placement == "offload"
             denoiser = build("transformer", "torch", preset, device, dtype).eval()
-            encoders = FrozenEncoders(str(clip_path), str(vae_path), vae_chunk=vae_chunk)
-            encoders = encoders.to("cpu" if offload else device, dtype)
+            encoders.to("cpu" if offload else device, dtype)
             denoiser.set_empty_text(encoders.empty_text)
             video(denoiser, encoders, warmup, frames, height, width, dtype, offload, decode_frames=vae_chunk)
             runs = [
@@ -246,7 +249,8 @@ def run(
                 row["peak_gib"] = peak_gib_cpu(torch.nn.ModuleList([denoiser, encoders]), one)
         except Exception as err:  # noqa: BLE001 - report every variant, whatever broke
             row |= _error(err)
-        denoiser = encoders = None
+        denoiser = None
+        encoders.to("cpu")
         _free(device)
         result["rows"].append(row)
         if json_path:

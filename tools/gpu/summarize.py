@@ -88,7 +88,8 @@ def main() -> None:
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     status = _status(work)
-    gpu = (work / "gpu.txt").read_text().strip() if (work / "gpu.txt").is_file() else "unknown GPU"
+    gpu_txt = work / "gpu.txt"
+    gpu = "; ".join(gpu_txt.read_text().split("\n")).strip("; ") if gpu_txt.is_file() else "unknown GPU"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     details = []
@@ -109,11 +110,17 @@ def main() -> None:
     lines = [f"# issue 16 GPU checks, {date}: {gpu}", ""]
     lines += ["| check | configuration | s | peak GiB | result |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(work)]
-    lines += ["", "| check | exit status | wall s |", "|---|---|---|"]
+    lines += ["", "| check | exit status | wall s | last line of its log if it failed |", "|---|---|---|---|"]
     for name in CHECKS:
         rc, seconds = status.get(name, ("not run", "-"))
         note = {"124": "124 (time limit)", "137": "137 (killed)", "0": "0 (ok)"}.get(rc, rc)
-        lines.append(f"| {name} | {note} | {seconds} |")
+        log = work / f"{name}.log"
+        last = ""
+        if rc not in ("0", "not run") and log.is_file():
+            last = next(
+                (x.strip() for x in reversed(log.read_text(errors="replace").splitlines()) if x.strip()), ""
+            )
+        lines.append(f"| {name} | {note} | {seconds} | {last[:150].replace('|', '/')} |")
     summary = "\n".join(lines)
 
     (out / "results.md").write_text(summary + "\n\n" + "\n\n".join(f"```\n{d}\n```" for d in details) + "\n")
