@@ -36,7 +36,7 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
         --workdir "$WORK/encoders")
     frames_args=("${tiny[@]}" --frames 2 4 --scan-backend torch)
     mfu_args=("${tiny[@]}" --frames 2 --matmul-n 256 --backends torch --variants eager channels_last)
-    export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     echo "cpu (SMOKE=1: tiny sizes, no timings worth reading)" >"$WORK/gpu.txt"
 else
     colour_args=()
