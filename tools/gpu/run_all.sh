@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT_DIR="${OUT:-/tmp/ua_gpu_out}"
 WORK=/tmp/ua_gpu_work
-TOTAL_S="${TOTAL_S:-460}"
+TOTAL_S="${TOTAL_S:-450}"
 CHECKS="${CHECKS:-colour inference frames deepspeed mfu}"
 start=$(date +%s)
 mkdir -p "$OUT_DIR" "$WORK"
