@@ -149,7 +149,9 @@ class VideoPoseDataModule(L.LightningDataModule):
     many shards per rank). ``resampled=True`` streams forever, drawing shards with replacement.
     ``shuffle_buffer > 0`` adds a sample-level shuffle buffer; resume stays exact but replays the
     epoch's raw tar stream up to the saved position. ``synthetic_root``: when set and the train
-    shards are missing, ``prepare_data`` generates the demo dataset there.
+    shards are missing, ``prepare_data`` generates the demo dataset there. ``max_failed_tries``:
+    tries in a row without a usable sample (a sample skipped, a shard that gave none) after which
+    the stream stops with one error naming the shards and the skip counts, instead of spinning.
     """
 
     def __init__(
@@ -175,6 +177,7 @@ class VideoPoseDataModule(L.LightningDataModule):
         use_latent_cache: bool = False,
         test_shards: str | None = None,
         test_num_frames: int | None = None,
+        max_failed_tries: int = 200,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -183,6 +186,7 @@ class VideoPoseDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.shuffle_shards, self.shuffle_buffer, self.resampled = shuffle_shards, shuffle_buffer, resampled
         self.synthetic_root = synthetic_root
+        self.max_failed_tries = max_failed_tries
         clip_args = dict(
             num_frames=num_frames,
             frame_interval=frame_interval,
@@ -246,6 +250,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             resampled=self.resampled,
             rank=rank,
             world_size=world_size,
+            max_failed_tries=self.max_failed_tries,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
@@ -294,6 +299,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             evaluation=True,
+            max_failed_tries=self.max_failed_tries,
         )
         return DataLoader(
             dataset,
@@ -302,6 +308,19 @@ class VideoPoseDataModule(L.LightningDataModule):
             collate_fn=_collate_float,
             multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
+
+    def teardown(self, stage: str) -> None:
+        # The skip counts at the end of every run, not only in the logger (rank 0 prints).
+        if (
+            stage == "fit"
+            and self._train_loader is not None
+            and (self.trainer is None or self.trainer.is_global_zero)
+        ):
+            counts = self.skip_counts()
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            print(
+                f"data: {sum(counts.values())} training samples skipped" + (f" ({detail})" if detail else "")
+            )
 
     def skip_counts(self) -> dict[str, int]:
         """Samples skipped so far by the training loader, reason -> count, summed over workers and
