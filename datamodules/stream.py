@@ -41,7 +41,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset import tariterators
 
-from unianimate.errors import InputError
+from unianimate.errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,21 @@ class SkipSample(Exception):
         self.reason = reason
 
 
-def expand_shards(spec: str) -> list[str]:
+def expand_shards(spec: str, what: str = "shards") -> list[str]:
     """Shard URLs from a brace pattern (``::`` separates several), a directory (all ``*.tar``
     inside, sorted), a ``pipe:`` command or an http(s) URL."""
     if "://" not in spec and not spec.startswith("pipe:") and Path(spec).is_dir():
         urls = sorted(str(p) for p in Path(spec).glob("*.tar"))
         if not urls:
-            raise FileNotFoundError(f"no *.tar shards in {spec}")
+            raise MissingInputError(f"{what}: no *.tar in the folder '{spec}'")
         return urls
-    return wds.shardlists.expand_urls(spec)
+    urls = wds.shardlists.expand_urls(spec)
+    if "://" not in spec and not spec.startswith("pipe:") and not any(Path(u).exists() for u in urls):
+        raise MissingInputError(
+            f"{what}: nothing at '{spec}' (expected a folder of *.tar, a brace pattern of tar files, "
+            "a pipe: command or an http(s) URL)"
+        )
+    return urls
 
 
 def _tar_members(fileobj: Any) -> Iterator[tuple[str, bytes]]:

@@ -43,6 +43,8 @@ from datamodules.clips import ClipExample
 from datamodules.colour import yuv420_to_rgb
 from datamodules.pose_render import RELEASE_PALETTE
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
+from unianimate import demo_cache
+from unianimate.errors import MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,10 @@ def _local_files_missing(spec: str) -> bool:
         return False
     if Path(spec).is_dir():
         return not any(Path(spec).glob("*.tar"))
-    return not all(Path(url).exists() for url in expand_shards(spec))
+    try:
+        return not all(Path(url).exists() for url in expand_shards(spec))
+    except MissingInputError:
+        return True
 
 
 # uint8 -> float lookup tables: the exact values the workers computed on the CPU before (x / 127.5 - 1
@@ -181,6 +186,11 @@ class VideoPoseDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # The demo's .cache/unianimate paths resolve against the repository, not the cwd.
+        train_shards, val_shards, test_shards = map(
+            demo_cache.resolve, (train_shards, val_shards, test_shards)
+        )
+        synthetic_root = demo_cache.resolve(synthetic_root)
         self.train_shards, self.val_shards = train_shards, val_shards
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -225,6 +235,12 @@ class VideoPoseDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthetic_root is not None and _local_files_missing(self.train_shards):
+            if not Path(self.train_shards).resolve().is_relative_to(Path(self.synthetic_root).resolve()):
+                # A path the user gave is never silently filled with generated data.
+                raise MissingInputError(
+                    f"train_shards: no shards at '{self.train_shards}' (synthetic data is generated only "
+                    f"inside synthetic_root '{self.synthetic_root}')"
+                )
             from datamodules.synthetic import ensure_synthetic_dataset  # lazy: demo data only
 
             log.info(
@@ -242,7 +258,7 @@ class VideoPoseDataModule(L.LightningDataModule):
     def train_dataset(self) -> ShardStream:
         rank, world_size = self._rank()
         return ShardStream(
-            expand_shards(self.train_shards),
+            expand_shards(self.train_shards, "train_shards"),
             self.train_example,
             seed=self.seed,
             shuffle_shards=self.shuffle_shards,
@@ -276,23 +292,23 @@ class VideoPoseDataModule(L.LightningDataModule):
         return len(getattr(fetcher, "batches", ()))  # _PrefetchDataFetcher's look-ahead
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._evaluation_loader(self.val_shards, self.val_example)
+        return self._evaluation_loader(self.val_shards, self.val_example, "val_shards")
 
     def test_dataloader(self) -> DataLoader | list:
         """Held-out clips of ``test_num_frames`` frames (default: the validation shards)."""
-        return self._evaluation_loader(self.test_shards, self.test_example)
+        return self._evaluation_loader(self.test_shards, self.test_example, "test_shards")
 
     def predict_dataloader(self) -> DataLoader | list:
         """``unianimate predict`` without an animate config: the held-out test clips."""
-        return self._evaluation_loader(self.test_shards, self.test_example)
+        return self._evaluation_loader(self.test_shards, self.test_example, "test_shards")
 
-    def _evaluation_loader(self, shards: str | None, example: ClipExample) -> DataLoader | list:
+    def _evaluation_loader(self, shards: str | None, example: ClipExample, what: str) -> DataLoader | list:
         """Unshuffled, deterministic clips: the same samples at every evaluation."""
         if shards is None:
             return []
         rank, world_size = self._rank()
         dataset = ShardStream(
-            expand_shards(shards),
+            expand_shards(shards, what),
             example,
             seed=self.seed,
             shuffle_shards=False,

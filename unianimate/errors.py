@@ -27,6 +27,10 @@ class InputError(UserError, ValueError):
     exit_code = 2
 
 
+class MissingInputError(InputError, FileNotFoundError):
+    """A path the user gave that does not exist (also a ``FileNotFoundError``)."""
+
+
 class StoppedBySignal(UserError):
     """A run stopped by a signal before it reached its end (exit code 128 + the signal number,
     what a shell reports for a process the signal ended)."""
@@ -46,13 +50,27 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def user_error_in(error: BaseException) -> UserError | None:
+    """``error`` or the first :class:`UserError` among its causes (jsonargparse wraps what a
+    class's ``__init__`` raises in its own "Does not validate" error)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextmanager
 def user_errors_as_one_line() -> Iterator[None]:
-    """Turn a :class:`UserError` into one line on stderr and ``sys.exit(exit_code)``."""
+    """Turn a :class:`UserError` (or an error caused by one) into one line on stderr and
+    ``sys.exit(exit_code)``; anything else keeps its traceback."""
     try:
         yield
-    except UserError as error:
-        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+    except Exception as error:
+        user_error = user_error_in(error)
+        if user_error is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        print(f"error: {one_line(user_error)} ({TRACEBACK_ENV}=1 shows the traceback)", file=sys.stderr)
+        sys.exit(user_error.exit_code)

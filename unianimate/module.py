@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unianimate import demo_cache
 from unianimate.conditions import Conditions
 from unianimate.diffusion.condition_dropout import ConditionDropout
 from unianimate.diffusion.long_video import generate_long_video
@@ -200,7 +201,7 @@ class UniAnimateModule(L.LightningModule):
 
             from unianimate.metrics.random_weights import make_tiny_metric_weights
 
-            folder = self.hparams.random_metric_weights
+            folder = demo_cache.resolve(self.hparams.random_metric_weights)  # not under the cwd
             paths = {k: str(v) for k, v in make_tiny_metric_weights(folder).items()}
             protocol = replace(
                 protocol,
