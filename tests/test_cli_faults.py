@@ -325,3 +325,63 @@ def test_predict_never_overwrites(data, checkpoints, animate_inputs, tmp_path):
         written.append(sorted(p.name for p in (tmp_path / "predict").glob("*.mp4")))
     assert written[0] == ["pose.mp4", "pose_compare.mp4"]
     assert written[1] == ["pose-1.mp4", "pose-1_compare.mp4", "pose.mp4", "pose_compare.mp4"]
+
+
+# ---- training data that never decodes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_fit_on_data_that_never_decodes_stops_with_one_line(data, tmp_path, workers):
+    """Before: 'skipping rest of shard' forever (1.25 GB of log in 10 minutes), SIGTERM ignored."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "x.tar").write_bytes(np.random.default_rng(0).bytes(20_000))
+    overlay = write_overlay(data, tmp_path / "run", 5, 5)
+    extra = [f"--data.init_args.train_shards={shards}", f"--data.init_args.num_workers={workers}"]
+    result = run_cli(fit_command(overlay, *extra), data, tmp_path / "record", timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result).startswith(
+        "error: no usable sample in 200 tries in a row from 1 shard(s) (last tried: "
+    )
+    assert f"{shards / 'x.tar'}); skipped so far: bad_tar=200." in last_line(result)
+
+
+def test_fit_prints_the_skip_counts_at_the_end(data, tmp_path, capsys):
+    """Before: the skip counts were only in the logger (TensorBoard)."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "good.tar").symlink_to(next((data / "data" / "train").glob("*.tar")))
+    (shards / "noise.tar").write_bytes(np.random.default_rng(0).bytes(20_000))
+    overlay = write_overlay(data, tmp_path / "run", 10, 10, {"data.init_args.resampled": False})
+    cli.main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            "--config",
+            str(overlay),
+            f"--data.init_args.train_shards={shards}",
+        ]
+    )
+    assert "data: 1 training samples skipped (bad_tar=1)" in capsys.readouterr().out
+
+
+def test_limit_flags_keep_the_integer_typed(data, tmp_path, monkeypatch):
+    """``--trainer.limit_val_batches 1`` is one batch (int), not 100% (1.0), however it is given.
+    (Reported as stored as 1.0; with jsonargparse 4.53 / Lightning 2.6.6 it is kept: this pins it.)"""
+    monkeypatch.setattr(cli.UniAnimateCLI, "instantiate_classes", lambda self: None)
+    base = [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--config",
+        str(write_overlay(data, tmp_path / "r", 1, 1)),
+    ]
+    (tmp_path / "limits.yaml").write_text("trainer:\n  limit_val_batches: 1\n  limit_train_batches: 3\n")
+    for extra in (
+        ["--trainer.limit_val_batches", "1", "--trainer.limit_train_batches", "3"],
+        ["--trainer.limit_val_batches=1", "--trainer.limit_train_batches=3"],
+        ["--config", str(tmp_path / "limits.yaml")],
+    ):
+        trainer = cli.main([*base, *extra], run=False).config.trainer
+        assert (trainer.limit_val_batches, trainer.limit_train_batches) == (1, 3)
+        assert type(trainer.limit_val_batches) is int and type(trainer.limit_train_batches) is int
