@@ -131,13 +131,13 @@ def check_checkpoint(module: nn.Module, path: str) -> int:
 
 
 def find_last_checkpoint(roots: list[Path]) -> Path | None:
-    """The newest (by modification time) ``last.ckpt`` / ``last-vN.ckpt`` under ``roots``,
-    every ``version_N`` included."""
+    """The newest (by modification time) ``last.ckpt`` / ``last-vN.ckpt`` / ``hpc_ckpt_N.ckpt``
+    (Lightning's SLURM requeue checkpoint) under ``roots``, every ``version_N`` included."""
     found = {
         path
         for root in roots
         if root.is_dir()
-        for pattern in ("last.ckpt", "last-v*.ckpt")
+        for pattern in ("last.ckpt", "last-v*.ckpt", "hpc_ckpt_*.ckpt")
         for path in root.rglob(pattern)
     }
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
