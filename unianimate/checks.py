@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unianimate.errors import InputError
+from unianimate.errors import InputError, MissingInputError
 
 LAST_IF_ANY = "last_if_any"  # --ckpt_path value: the newest last.ckpt when there is one, else fresh
 
@@ -67,7 +67,7 @@ def load_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
     line naming it, without torch's advice to unpickle untrusted code."""
     file = Path(path)
     if not file.exists():
-        raise InputError(f"{what}: no file at '{path}'")
+        raise MissingInputError(f"{what}: no file at '{path}'")
     if file.is_dir():
         raise InputError(
             f"{what}: '{path}' is a folder (a DeepSpeed checkpoint?); expected one checkpoint file "
