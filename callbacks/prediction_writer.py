@@ -15,7 +15,9 @@ class PredictionVideoWriter(BasePredictionWriter):
     """For each predicted sample, ``<output_dir>/<key>.mp4`` (the generated video alone) and
     ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]).
 
-    ``output_dir`` defaults to ``<trainer.default_root_dir>/predict``.
+    ``output_dir`` defaults to ``<trainer.default_root_dir>/predict``. Existing files are never
+    overwritten: a name already taken (by an earlier run, say with another reference image) gets
+    the first free ``-1``, ``-2``, ... suffix, and the path written is printed.
     """
 
     def __init__(self, output_dir: str | None = None, fps: float = 8.0) -> None:
@@ -40,8 +42,18 @@ class PredictionVideoWriter(BasePredictionWriter):
             name = f"{key}_r{trainer.global_rank}" if trainer.world_size > 1 else str(key)
             target = batch.video[i] if batch.video is not None else None
             row = comparison_frames(batch.ref_image[i], batch.pose[i], generated[i], target)
+            name = _free_name(out_dir, name)
             self.written.append(write_comparison_mp4(out_dir / f"{name}_compare.mp4", [row], self.fps))
             self.written.append(
                 write_comparison_mp4(out_dir / f"{name}.mp4", [to_uint8_frames(generated[i])], self.fps)
             )
             print(f"wrote {self.written[-1]} ({generated.shape[2]} frames)")
+
+
+def _free_name(out_dir: Path, name: str) -> str:
+    """``name``, or ``name-N`` with the smallest N for which neither output file exists yet."""
+    candidate, n = name, 0
+    while (out_dir / f"{candidate}.mp4").exists() or (out_dir / f"{candidate}_compare.mp4").exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unianimate import demo_cache
 from unianimate.batch import VideoBatch
 from unianimate.conditions import to_unit
 from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
@@ -53,7 +54,8 @@ class VideoEvaluation(L.Callback):
             return protocol
         from unianimate.metrics.random_weights import make_tiny_metric_weights
 
-        paths = {k: str(v) for k, v in make_tiny_metric_weights(self.random_metric_weights).items()}
+        folder = demo_cache.resolve(self.random_metric_weights)  # not under the working directory
+        paths = {k: str(v) for k, v in make_tiny_metric_weights(folder).items()}
         return replace(
             protocol,
             lpips_vgg=protocol.lpips_vgg or paths["lpips_vgg"],

@@ -30,6 +30,7 @@ from datamodules.colour import pack_yuv420
 from datamodules.format import PoseSequence, YUV420Frames, decode_mp4_yuv420
 from datamodules.pose_render import render_pose_index_sequence
 from datamodules.stream import SkipSample
+from unianimate.errors import InputError
 
 Resize = Literal["center_crop", "random_crop", "stretch"]
 
@@ -151,9 +152,11 @@ class ClipExample:
         use_latent_cache: bool = False,
     ) -> None:
         if use_latent_cache and resize == "random_crop":
-            raise ValueError("the latent cache is encoded once: use resize=center_crop or stretch with it")
-        if height % 2 or width % 2:
-            raise ValueError(f"the training size must be even (4:2:0 video), got {height}x{width}")
+            raise InputError("the latent cache is encoded once: use resize=center_crop or stretch with it")
+        if height % 2 or width % 2 or height <= 0 or width <= 0:
+            raise InputError(
+                f"data height x width = {height}x{width}: expected positive even sizes (4:2:0 video)"
+            )
         self.num_frames, self.frame_interval = num_frames, frame_interval
         self.height, self.width, self.resize = height, width, resize
         self.draw_hands, self.draw_face = draw_hands, draw_face

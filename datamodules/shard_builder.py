@@ -11,7 +11,9 @@ Resuming: ``progress.jsonl`` in the output folder logs, flushed and fsynced line
 settings, each skipped video with its reason, each sample written (video, shard, frames) and each
 closed shard (samples, frames, bytes, sha256). A rerun keeps the closed shards and their videos,
 keeps skipped videos skipped, deletes shard files that were never closed and redoes their videos,
-and numbers new shards after the last closed one. A crash therefore loses at most the open shard.
+and numbers new shards after the last closed one, and says so in one line. A crash therefore
+loses at most the open shard. A rerun with other settings (``pose_dir`` included: a wrong one
+skips every video) is refused with the settings that differ.
 ``manifest.json`` is rewritten from that log whenever a shard closes and at the end.
 """
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from tqdm import tqdm
 
 from datamodules.format import decode_mp4, encode_sample
 from datamodules.pose_extract import PoseBackend, make_extractor
+from unianimate.errors import InputError, MissingInputError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 TAR_RECORD = 10240  # tarfile pads a closed archive to a multiple of this
@@ -168,10 +172,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _recorded_settings(settings: BuildSettings, pose_dir: str | Path | None) -> dict:
+    return {**asdict(settings), "pose_dir": None if pose_dir is None else str(Path(pose_dir).resolve())}
+
+
 class ProgressLog:
     """The append-only ``progress.jsonl`` and the state it implies (see the module docstring)."""
 
-    def __init__(self, out_dir: Path, settings: BuildSettings) -> None:
+    def __init__(self, out_dir: Path, settings: BuildSettings, pose_dir: str | Path | None = None) -> None:
         self.path = out_dir / "progress.jsonl"
         self.shards: list[dict] = []  # closed shards
         self.videos: dict[str, dict] = {}  # done videos: name -> {"shard", "frames"}
@@ -182,12 +190,17 @@ class ProgressLog:
             if self.path.exists()
             else []
         )
+        now = _recorded_settings(settings, pose_dir)
         for event in events:
             kind = event["event"]
-            if kind == "settings" and event["settings"] != asdict(settings):
-                raise ValueError(
-                    f"{out_dir} was built with {event['settings']}, not {asdict(settings)}: use a new folder"
-                )
+            if kind == "settings":
+                before = {"pose_dir": now["pose_dir"], **event["settings"]}  # logs before pose_dir was kept
+                differ = [f"{k}={before.get(k)!r} (now {now[k]!r})" for k in now if before.get(k) != now[k]]
+                if differ:
+                    raise InputError(
+                        f"out_dir: '{out_dir}' was built with {', '.join(differ)}: its shards and skipped "
+                        "videos depend on them; rerun with the same settings, or use a new folder"
+                    )
             elif kind == "skip":
                 self.skipped[event["video"]] = event["reason"]
             elif kind == "sample":
@@ -199,7 +212,7 @@ class ProgressLog:
         self.lost_shards = sorted(pending)  # written but never closed: their videos are redone
         self._file = open(self.path, "a")
         if not events:
-            self.append({"event": "settings", "settings": asdict(settings)})
+            self.append({"event": "settings", "settings": now})
 
     def append(self, event: dict) -> None:
         self._file.write(json.dumps(event) + "\n")
@@ -239,6 +252,14 @@ def build_shards(
 ) -> dict:
     """Write ``out_dir/shard-%06d.tar`` + ``manifest.json``; returns the manifest."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
+    if not input_dir.is_dir():
+        raise MissingInputError(
+            f"input_dir: no folder at '{input_dir}' (expected a folder of mp4s / frame folders)"
+        )
+    if pose_dir is not None and not Path(pose_dir).is_dir():
+        raise MissingInputError(
+            f"pose_dir: no folder at '{pose_dir}' (expected the precomputed keypoint files)"
+        )
     if settings.pose_backend != "precomputed":
         # Fail here, loudly, on a missing dependency or weight file: a failing pool initializer
         # would only restart its workers forever.
@@ -246,11 +267,13 @@ def build_shards(
     elif pose_dir is None:
         raise ValueError("the precomputed pose backend needs pose_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = ProgressLog(out_dir, settings)
+    log = ProgressLog(out_dir, settings, pose_dir)
     for shard in log.lost_shards:
         (out_dir / shard).unlink(missing_ok=True)
     jobs = find_videos(input_dir, Path(pose_dir) if pose_dir else None)
     todo = [j for j in jobs if j.name not in log.videos and j.name not in log.skipped]
+    if log.shards or log.skipped or log.lost_shards:
+        print(_resume_summary(out_dir, log, jobs, todo), file=sys.stderr)
     start_shard = 1 + max((int(s["name"][6:12]) for s in log.shards), default=-1)
     open_shard: dict[str, Any] = {"samples": 0, "frames": 0, "bytes": 0}
 
@@ -300,6 +323,24 @@ def build_shards(
         writer.close()
         log.close()
     return _write_manifest(out_dir, log)
+
+
+def _resume_summary(out_dir: Path, log: ProgressLog, jobs: list[VideoJob], todo: list[VideoJob]) -> str:
+    """What a rerun reuses and what it redoes, in one line."""
+    names = {j.name for j in jobs}
+    reasons: dict[str, int] = {}
+    for video, reason in log.skipped.items():
+        if video in names:
+            key = reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    skipped = sum(reasons.values())
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+    return (
+        f"resuming {out_dir}: reusing {len(log.shards)} closed shard(s) with {len(log.videos)} video(s); "
+        f"{skipped} video(s) skipped before stay skipped"
+        + (f" ({detail})" if detail else "")
+        + f"; {len(log.lost_shards)} unclosed shard(s) deleted; {len(todo)} video(s) to do"
+    )
 
 
 def _run(

@@ -9,7 +9,10 @@ samples), turns each raw sample into an example with a ``make_example`` function
 - ``cursor``: position in this worker's shard order;
 - ``in_shard``: raw samples already taken from the shard at ``cursor`` (corrupt ones included);
 - ``yielded``: samples that left the shuffle buffer this epoch (used only with a buffer);
-- ``skipped``: reason -> count of samples skipped so far (cumulative over epochs).
+- ``skipped``: reason -> count of samples skipped so far (cumulative over epochs);
+- ``failures``: tries since the last usable sample (a sample skipped, a shard that gave no
+  sample); at ``max_failed_tries`` the stream stops with
+  :class:`StreamError` instead of spinning forever over data that never decodes.
 
 No random-generator state is stored: each sample's generator is seeded from (seed, epoch, rank,
 worker, cursor, in_shard), so a resumed stream draws exactly what an uninterrupted one would.
@@ -38,7 +41,13 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset import tariterators
 
+from unianimate.errors import InputError, MissingInputError
+
 log = logging.getLogger(__name__)
+
+
+class StreamError(InputError):
+    """The stream cannot produce a sample: it names the shards and the skip counts."""
 
 
 class SkipSample(Exception):
@@ -49,15 +58,41 @@ class SkipSample(Exception):
         self.reason = reason
 
 
-def expand_shards(spec: str) -> list[str]:
+def expand_shards(spec: str, what: str = "shards") -> list[str]:
     """Shard URLs from a brace pattern (``::`` separates several), a directory (all ``*.tar``
     inside, sorted), a ``pipe:`` command or an http(s) URL."""
     if "://" not in spec and not spec.startswith("pipe:") and Path(spec).is_dir():
         urls = sorted(str(p) for p in Path(spec).glob("*.tar"))
         if not urls:
-            raise FileNotFoundError(f"no *.tar shards in {spec}")
+            raise MissingInputError(f"{what}: no *.tar in the folder '{spec}'")
         return urls
-    return wds.shardlists.expand_urls(spec)
+    urls = wds.shardlists.expand_urls(spec)
+    if "://" not in spec and not spec.startswith("pipe:") and not any(Path(u).exists() for u in urls):
+        raise MissingInputError(
+            f"{what}: nothing at '{spec}' (expected a folder of *.tar, a brace pattern of tar files, "
+            "a pipe: command or an http(s) URL)"
+        )
+    return urls
+
+
+def _tar_members(fileobj: Any) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a tar stream; raises ``tarfile.ReadError`` when the
+    archive ends without its end-of-archive block (cut in a header or between members), which
+    ``tarfile`` itself reads as a normal end."""
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        for info in tar:
+            if info.isreg() and not info.name.startswith("__"):
+                yield info.name, tar.extractfile(info).read()
+            tar.members = []
+        # A complete archive stops on a zero block read in full at ``tar.offset``.
+        if tar.fileobj.pos < tar.offset + tarfile.BLOCKSIZE:
+            raise _CutBetweenMembers(
+                f"truncated tar: it ends at byte {tar.fileobj.pos} without its end-of-archive block"
+            )
+
+
+class _CutBetweenMembers(tarfile.ReadError):
+    """The tar ends in a header or between members: every member read so far is whole."""
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -74,6 +109,8 @@ class ShardStream(IterableDataset):
     bytes) to an example, or raises :class:`SkipSample`. ``resampled=True`` makes the stream
     infinite: every worker draws shards with replacement (seeded by seed, rank, worker), and the
     epoch never ends. ``evaluation=True`` keeps the epoch at 0 so every pass draws the same clips.
+    ``max_failed_tries``: consecutive tries without a usable sample (a skipped sample, a shard
+    that gave none) after which the stream raises :class:`StreamError`.
     """
 
     def __init__(
@@ -88,6 +125,7 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         evaluation: bool = False,
+        max_failed_tries: int = 200,
     ) -> None:
         super().__init__()
         if not urls:
@@ -100,11 +138,37 @@ class ShardStream(IterableDataset):
         self.resampled = resampled
         self.rank, self.world_size = rank, world_size
         self.evaluation = evaluation
+        self.max_failed_tries = max_failed_tries
+        self._failed_urls: list[str] = []  # the shards of the current run of failures (for the error)
         self._state = self._fresh_state(epoch=0, skipped={})
 
     @staticmethod
-    def _fresh_state(epoch: int, skipped: dict[str, int]) -> dict[str, Any]:
-        return {"epoch": epoch, "cursor": 0, "in_shard": 0, "yielded": 0, "skipped": dict(skipped)}
+    def _fresh_state(epoch: int, skipped: dict[str, int], failures: int = 0) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "cursor": 0,
+            "in_shard": 0,
+            "yielded": 0,
+            "skipped": dict(skipped),
+            "failures": failures,
+        }
+
+    def _failed(self, url: str) -> None:
+        """One more try without a usable sample; raise when there have been too many in a row."""
+        self._state["failures"] = self._state.get("failures", 0) + 1
+        if url not in self._failed_urls:
+            self._failed_urls = [*self._failed_urls, url][-3:]
+        if self._state["failures"] >= self.max_failed_tries:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(self._state["skipped"].items())) or "none"
+            raise StreamError(
+                f"no usable sample in {self._state['failures']} tries in a row from {len(self.urls)} "
+                f"shard(s) (last tried: {', '.join(self._failed_urls)}); skipped so far: {counts}. "
+                "Expected tar shards of mp4 + pose.npz + json samples (datamodules/format.py)"
+            )
+
+    def _succeeded(self) -> None:
+        self._state["failures"] = 0
+        self._failed_urls = []
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self._state)
@@ -133,17 +197,17 @@ class ShardStream(IterableDataset):
         return self.urls[int(rng.integers(len(self.urls)))]
 
     def _raw_samples(self, url: str, skipped: Counter) -> Iterator[dict]:
-        """Grouped tar members of one shard; a corrupt member or truncated tar ends it. A shard that
-        fails counts once, under one reason."""
+        """Grouped tar members of one shard; a corrupt member or truncated tar ends it, and the
+        sample it was reading is part of the damage (not a sample with a member missing). A shard
+        that fails counts once, under one reason."""
         reasons: list[str] = []
 
-        def handler(exn: Exception) -> bool:
+        def handler(exn: Exception) -> None:
             reason = "bad_tar" if isinstance(exn, tarfile.TarError | EOFError) else "read_error"
             if isinstance(exn, FileNotFoundError):
                 reason = "missing_shard"
             log.warning("skipping rest of shard %s (%s): %r", url, reason, exn)
             reasons.append(reason)
-            return False  # stop reading this shard; the stream goes on with the next one
 
         try:
             stream = wds.gopen(url, "rb")
@@ -151,9 +215,25 @@ class ShardStream(IterableDataset):
             handler(exn)
             skipped[reasons[0]] += 1
             return
+        current: dict | None = None
         try:
-            files = tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
-            yield from tariterators.group_by_keys(files, handler=handler)
+            for name, data in _tar_members(stream):
+                prefix, suffix = tariterators.base_plus_ext(name)
+                if prefix is None:
+                    continue
+                if current is None or current["__key__"] != prefix:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": prefix, "__url__": url}
+                current[suffix.lower()] = data
+            if current is not None:
+                yield current
+        except _CutBetweenMembers as exn:
+            handler(exn)
+            if current is not None:  # its members were read whole
+                yield current
+        except Exception as exn:  # noqa: BLE001 - any reader failure ends this shard only
+            handler(exn)  # the sample being read is part of the damage: not counted on its own
         finally:
             try:
                 stream.close()  # a pipe: or http stream reports its command's failure here
@@ -190,6 +270,8 @@ class ShardStream(IterableDataset):
                 index += 1
             self._merge(skipped)
             state["cursor"], state["in_shard"] = cursor + 1, 0
+            if index == 0:  # nothing readable in this shard (not a tar, missing, empty)
+                self._failed(url)
 
     def _merge(self, counter: Counter) -> None:
         for reason, n in counter.items():
@@ -236,7 +318,9 @@ class ShardStream(IterableDataset):
         if self.evaluation:
             # Evaluation streams restart at every pass: an evaluation cut short (limit_val_batches)
             # must not leave the next one starting mid-stream, or empty.
-            self._state = self._fresh_state(self._state["epoch"], self._state["skipped"])
+            self._state = self._fresh_state(
+                self._state["epoch"], self._state["skipped"], self._state.get("failures", 0)
+            )
         state = self._state
         worker, _ = self._worker()
         epoch = state["epoch"]
@@ -248,10 +332,12 @@ class ShardStream(IterableDataset):
             except SkipSample as skip:
                 log.debug("skipping %s: %s", sample.get("__key__"), skip)
                 self._merge(Counter({skip.reason: 1}))
+                self._failed(str(sample.get("__url__", "?")))
                 continue
+            self._succeeded()
             yield example
         next_epoch = epoch if self.evaluation else epoch + 1
-        self._state = self._fresh_state(next_epoch, self._state["skipped"])
+        self._state = self._fresh_state(next_epoch, self._state["skipped"], self._state.get("failures", 0))
 
 
 def skip_counts_from_loader_state(state: dict) -> dict[str, int]:

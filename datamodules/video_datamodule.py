@@ -39,7 +39,9 @@ from datamodules.clips import ClipExample
 from datamodules.colour import yuv420_to_rgb
 from datamodules.pose_render import RELEASE_PALETTE
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
+from unianimate import demo_cache
 from unianimate.batch import VideoBatch
+from unianimate.errors import MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ def _local_files_missing(spec: str) -> bool:
         return False
     if Path(spec).is_dir():
         return not any(Path(spec).glob("*.tar"))
-    return not all(Path(url).exists() for url in expand_shards(spec))
+    try:
+        return not all(Path(url).exists() for url in expand_shards(spec))
+    except MissingInputError:
+        return True
 
 
 # uint8 -> float lookup tables: the exact values the workers computed on the CPU before (x / 127.5 - 1
@@ -163,7 +168,9 @@ class VideoPoseDataModule(L.LightningDataModule):
     many shards per rank). ``resampled=True`` streams forever, drawing shards with replacement.
     ``shuffle_buffer > 0`` adds a sample-level shuffle buffer; resume stays exact but replays the
     epoch's raw tar stream up to the saved position. ``synthetic_root``: when set and the train
-    shards are missing, ``prepare_data`` generates the demo dataset there.
+    shards are missing, ``prepare_data`` generates the demo dataset there. ``max_failed_tries``:
+    tries in a row without a usable sample (a sample skipped, a shard that gave none) after which
+    the stream stops with one error naming the shards and the skip counts, instead of spinning.
     """
 
     def __init__(
@@ -189,14 +196,21 @@ class VideoPoseDataModule(L.LightningDataModule):
         use_latent_cache: bool = False,
         test_shards: str | None = None,
         test_num_frames: int | None = None,
+        max_failed_tries: int = 200,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # The demo's .cache/unianimate paths resolve against the repository, not the cwd.
+        train_shards, val_shards, test_shards = map(
+            demo_cache.resolve, (train_shards, val_shards, test_shards)
+        )
+        synthetic_root = demo_cache.resolve(synthetic_root)
         self.train_shards, self.val_shards = train_shards, val_shards
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
         self.shuffle_shards, self.shuffle_buffer, self.resampled = shuffle_shards, shuffle_buffer, resampled
         self.synthetic_root = synthetic_root
+        self.max_failed_tries = max_failed_tries
         clip_args = dict(
             num_frames=num_frames,
             frame_interval=frame_interval,
@@ -221,6 +235,12 @@ class VideoPoseDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthetic_root is not None and _local_files_missing(self.train_shards):
+            if not Path(self.train_shards).resolve().is_relative_to(Path(self.synthetic_root).resolve()):
+                # A path the user gave is never silently filled with generated data.
+                raise MissingInputError(
+                    f"train_shards: no shards at '{self.train_shards}' (synthetic data is generated only "
+                    f"inside synthetic_root '{self.synthetic_root}')"
+                )
             from datamodules.synthetic import ensure_synthetic_dataset  # lazy: demo data only
 
             log.info(
@@ -238,7 +258,7 @@ class VideoPoseDataModule(L.LightningDataModule):
     def train_dataset(self) -> ShardStream:
         rank, world_size = self._rank()
         return ShardStream(
-            expand_shards(self.train_shards),
+            expand_shards(self.train_shards, "train_shards"),
             self.train_example,
             seed=self.seed,
             shuffle_shards=self.shuffle_shards,
@@ -246,6 +266,7 @@ class VideoPoseDataModule(L.LightningDataModule):
             resampled=self.resampled,
             rank=rank,
             world_size=world_size,
+            max_failed_tries=self.max_failed_tries,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
@@ -272,29 +293,30 @@ class VideoPoseDataModule(L.LightningDataModule):
         return len(getattr(fetcher, "batches", ()))  # _PrefetchDataFetcher's look-ahead
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._evaluation_loader(self.val_shards, self.val_example)
+        return self._evaluation_loader(self.val_shards, self.val_example, "val_shards")
 
     def test_dataloader(self) -> DataLoader | list:
         """Held-out clips of ``test_num_frames`` frames (default: the validation shards)."""
-        return self._evaluation_loader(self.test_shards, self.test_example)
+        return self._evaluation_loader(self.test_shards, self.test_example, "test_shards")
 
     def predict_dataloader(self) -> DataLoader | list:
         """``unianimate predict`` without an animate config: the held-out test clips."""
-        return self._evaluation_loader(self.test_shards, self.test_example)
+        return self._evaluation_loader(self.test_shards, self.test_example, "test_shards")
 
-    def _evaluation_loader(self, shards: str | None, example: ClipExample) -> DataLoader | list:
+    def _evaluation_loader(self, shards: str | None, example: ClipExample, what: str) -> DataLoader | list:
         """Unshuffled, deterministic clips: the same samples at every evaluation."""
         if shards is None:
             return []
         rank, world_size = self._rank()
         dataset = ShardStream(
-            expand_shards(shards),
+            expand_shards(shards, what),
             example,
             seed=self.seed,
             shuffle_shards=False,
             rank=rank,
             world_size=world_size,
             evaluation=True,
+            max_failed_tries=self.max_failed_tries,
         )
         return DataLoader(
             dataset,
@@ -303,6 +325,19 @@ class VideoPoseDataModule(L.LightningDataModule):
             collate_fn=collate,
             multiprocessing_context=WORKER_START if self.num_workers > 0 else None,
         )
+
+    def teardown(self, stage: str) -> None:
+        # The skip counts at the end of every run, not only in the logger (rank 0 prints).
+        if (
+            stage == "fit"
+            and self._train_loader is not None
+            and (self.trainer is None or self.trainer.is_global_zero)
+        ):
+            counts = self.skip_counts()
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            print(
+                f"data: {sum(counts.values())} training samples skipped" + (f" ({detail})" if detail else "")
+            )
 
     def skip_counts(self) -> dict[str, int]:
         """Samples skipped so far by the training loader, reason -> count, summed over workers and

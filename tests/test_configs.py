@@ -122,18 +122,19 @@ def test_strategy_builds(monkeypatch, name):
 
 
 def test_demo_instantiates_for_real(monkeypatch, tmp_path):
+    from unianimate import demo_cache
     from unianimate.module import UniAnimateModule
 
-    extra = (
-        f"--model.encoders.init_args.clip_path={tmp_path / 'clip'}",
-        f"--model.encoders.init_args.vae_path={tmp_path / 'vae'}",
-    )
-    config = parse(monkeypatch, CONFIGS / "demo.yaml", extra=extra)
+    # The demo's .cache/unianimate paths resolve under demo_cache.ROOT (the repository's cache),
+    # here a temporary folder: the stand-in encoders are generated there on first use.
+    monkeypatch.setattr(demo_cache, "ROOT", tmp_path / "cache")
+    config = parse(monkeypatch, CONFIGS / "demo.yaml")
     module = build(
         {"class_path": "unianimate.module.UniAnimateModule", "init_args": config.model.as_dict()},
         UniAnimateModule,
     )
     assert sum(p.numel() for p in module.denoiser.parameters()) < 5_000_000
+    assert (tmp_path / "cache" / "tiny_clip" / "config.json").is_file()
     names = [c.class_path.rsplit(".", 1)[-1] for c in config.trainer.callbacks]
     assert {"RNGState", "LossGuard", "Throughput", "PreemptionCheckpoint"} <= set(names)
     assert [p.class_path for p in config.trainer.plugins] == ["unianimate.checkpoint_io.AtomicCheckpointIO"]

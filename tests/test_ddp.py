@@ -66,6 +66,7 @@ def test_ddp_test_metrics_cover_every_rank(data, tmp_path):
     }
     command = fit_command(write_overlay(data, run_dir, 1, 1, extra), *DDP)
     command[command.index("fit")] = "test"
+    command.append("--allow_random_weights=true")  # random weights on purpose: the metrics are what is tested
     run(command, environment(data, tmp_path / "record"), tmp_path / "test.log", timeout=300)
     results = json.loads((run_dir / "test_metrics.json").read_text())
     assert results["num_videos"] == 4 and results["num_frames"] == 16  # 2 ranks x 2 videos x 4 frames

@@ -156,3 +156,44 @@ def test_fvd_samples_per_clip_or_per_video(weights):
         result = metrics.compute()
         assert result["fvd_samples"] == samples and abs(result["fvd"]) < 1e-3
         assert "lpips" not in result and result["weights"] == RANDOM_WEIGHTS
+
+
+def test_random_weights_are_never_seen_half_written(tmp_path, monkeypatch):
+    """Every rank of a multi-process ``unianimate test`` (tests/test_ddp.py) writes the same random
+    weight files into one folder, then loads them. Written in place, a rank could load a file
+    another rank was rewriting: the DDP metrics test failed on a busy machine, passed alone.
+    Here a second 'rank' reads every file in the middle of each write."""
+    import io
+
+    from unianimate.metrics import random_weights
+
+    paths = random_weights.make_tiny_metric_weights(tmp_path)  # the first rank's files
+    real_save = torch.save
+
+    def save_and_read_midway(obj, f):
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        data = buffer.getvalue()
+        with open(f, "wb") as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            load_file(paths["lpips_vgg"])
+            for key in ("lpips_heads", "i3d"):
+                torch.load(paths[key], weights_only=True)  # must be whole
+            out.write(data[len(data) // 2 :])
+
+    monkeypatch.setattr(random_weights.torch, "save", save_and_read_midway)
+    again = random_weights.make_tiny_metric_weights(tmp_path)
+    monkeypatch.undo()
+    assert again == paths and not list(tmp_path.glob(".*.tmp"))
+    load_i3d(paths["i3d"])
+
+
+def test_random_weights_leave_the_global_rng_alone(tmp_path):
+    from unianimate.metrics.random_weights import make_tiny_metric_weights
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_tiny_metric_weights(tmp_path)
+    assert torch.equal(torch.rand(3), expected)

@@ -195,3 +195,56 @@ def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
     assert (run / "version_0" / "samples" / "final.mp4").is_file()
+
+
+def _make_shards(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "tools" / "make_shards.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_exits_non_zero_when_nothing_is_written(videos: tuple[Path, Path], tmp_path: Path) -> None:
+    """Before: exit 0 for a missing input folder and for zero samples written."""
+    root, poses = videos
+    missing = _make_shards(
+        str(tmp_path / "nope"), str(tmp_path / "a"), "--pose-backend", "precomputed", "--pose-dir", str(poses)
+    )
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: input_dir: no folder at '{tmp_path / 'nope'}'")
+    )
+    (tmp_path / "wrong_poses").mkdir()  # a wrong --pose-dir: every video is skipped
+    nothing = _make_shards(
+        str(root),
+        str(tmp_path / "b"),
+        "--pose-backend",
+        "precomputed",
+        "--pose-dir",
+        str(tmp_path / "wrong_poses"),
+    )
+    assert nothing.returncode == 1, nothing.stderr[-2000:]
+    last = nothing.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: no samples written to '{tmp_path / 'b'}': 5 video(s) skipped (FileNotFoundError"
+    ), last
+
+
+def test_rerun_says_what_it_reuses_and_refuses_another_pose_dir(
+    videos: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    """Before: pose_dir was not among the compared settings, so a rerun with the right --pose-dir
+    kept every video the wrong one had skipped, without a word."""
+    root, poses = videos
+    (tmp_path / "wrong_poses").mkdir()
+    _build(root, tmp_path / "wrong_poses", tmp_path / "shards")
+    with pytest.raises(ValueError, match=r"was built with pose_dir=.*wrong_poses.* \(now .*poses'\)"):
+        _build(root, poses, tmp_path / "shards")
+    first = _build(root, poses, tmp_path / "good")
+    capsys.readouterr()
+    assert _build(root, poses, tmp_path / "good") == first
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"resuming {tmp_path / 'good'}: reusing 1 closed shard(s) with 3 video(s); 2 video(s) skipped "
+        "before stay skipped (InvalidDataError: 1, too short: 1); 0 unclosed shard(s) deleted; 0 video(s) to do"
+    )

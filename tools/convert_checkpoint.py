@@ -25,14 +25,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from unianimate.checks import check_state_dict, load_checkpoint
+from unianimate.errors import InputError, user_errors_as_one_line
 from unianimate.models.state_dict_adapter import official_to_ours
 
 
 def convert_official(src: Path, dst: Path, check: bool = True) -> int:
     """Released ``.pth`` -> our safetensors. Returns the number of tensors written."""
-    sd = torch.load(src, weights_only=True, map_location="cpu")
+    sd = load_checkpoint(src, "src")
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{src} is not a bare state dict of tensors")
+        raise InputError(f"src: '{src}' is not a bare state dict of tensors (the released UNet .pth)")
     ours = {k: v.contiguous() for k, v in official_to_ours(sd).items()}
     if check:
         from unianimate.models.unet3d import UNet3D
@@ -40,6 +42,7 @@ def convert_official(src: Path, dst: Path, check: bool = True) -> int:
 
         with torch.device("meta"):
             model = UniAnimate(UNet3D())
+        check_state_dict(ours, model.state_dict(), str(src), "src")  # one line, not 482
         model.load_state_dict(ours, strict=True, assign=True)
     save_file(ours, str(dst))
     return len(ours)
@@ -67,7 +70,7 @@ def convert_zero(src: Path, dst: Path, ema: bool = False, tag: str | None = None
     if dst.suffix not in (".ckpt", ".safetensors"):
         raise ValueError(f"output must end in .ckpt or .safetensors, got {dst}")
     if src.is_file():
-        checkpoint = torch.load(src, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(src, "src")
         if dst.suffix == ".ckpt":
             raise ValueError(f"{src} is already a single-file checkpoint")
     elif dst.suffix == ".ckpt":
@@ -107,4 +110,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors_as_one_line():
+        main()

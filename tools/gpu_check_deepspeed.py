@@ -54,6 +54,12 @@ class StepStats(L.Callback):
 
 
 def overlay(work: Path, max_steps: int, every: int) -> Path:
+    from unianimate.models.frozen import make_tiny_clip, make_tiny_vae
+
+    # make_tiny_if_missing only fills the demo cache: the stand-ins of this check are made here.
+    for folder, make in ((work / "clip", make_tiny_clip), (work / "vae", make_tiny_vae)):
+        if not (folder / "config.json").is_file():
+            make(folder)
     path = work / f"overlay_{max_steps}.yaml"
     path.write_text(
         f"""
@@ -74,7 +80,7 @@ trainer:
     - class_path: gpu_check_deepspeed.StepStats
 model:
   encoders:
-    init_args: {{clip_path: {work / "clip"}, vae_path: {work / "vae"}, make_tiny_if_missing: true}}
+    init_args: {{clip_path: {work / "clip"}, vae_path: {work / "vae"}}}
 data:
   init_args:
     train_shards: {work / "data" / "train"}

@@ -5,7 +5,9 @@
     python tools/make_shards.py VIDEOS OUT --pose-backend dwpose --dwpose-detector yolox_l.onnx \\
         --dwpose-model dw-ll_ucoco_384.onnx
 
-Rerunning the same command resumes (see datamodules/shard_builder.py for exactly what survives).
+Rerunning the same command resumes (see datamodules/shard_builder.py for exactly what survives)
+and says what it reuses and redoes; other settings (``--pose-dir`` included) are refused.
+Exit codes: 0 when samples were written, 1 when none were, 2 for a bad argument or folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import argparse
 import json
 
 from datamodules.shard_builder import BuildSettings, build_shards
+from unianimate.errors import UserError, user_errors_as_one_line
+
+
+class NothingWritten(UserError):
+    """No sample in the shards: every video skipped, or none found."""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,8 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         json.dumps({"shards": len(manifest["shards"]), **summary, "skipped": manifest["skipped"]}, indent=1)
     )
+    if manifest["samples"] == 0:
+        reasons = sorted({reason.split(":")[0] for reason in manifest["skipped"].values()})
+        raise NothingWritten(
+            f"no samples written to '{args.out_dir}': {len(manifest['skipped'])} video(s) skipped"
+            + (f" ({', '.join(reasons)})" if reasons else f", none found in '{args.input_dir}'")
+        )
     return manifest
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors_as_one_line():
+        main()

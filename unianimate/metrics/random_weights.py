@@ -4,6 +4,8 @@ They exercise exactly the loading code of the real files; numbers computed with 
 meaningless, and results name them as random weights (file names start with ``random_``).
 """
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,12 +27,23 @@ def _he_init(model: nn.Module) -> nn.Module:
     return model
 
 
+def _replace(path: Path, write: Callable[[str], None]) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``. Every rank of a
+    ``unianimate test`` writes the same files into the same folder and then reads them: written in
+    place, one rank could read a file another was rewriting (a truncated read, on a busy machine)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
 def make_tiny_metric_weights(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Write the three random weight files into ``out_dir``; returns their paths by protocol field."""
+    """Write the three random weight files into ``out_dir``; returns their paths by protocol field.
+    The files are replaced whole (never seen half written) and the global RNG is left as it was."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    lpips = _he_init(LPIPS())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        lpips, i3d_model = _he_init(LPIPS()), _he_init(InceptionI3d())
     state = lpips.state_dict()
     vgg = {k: v.contiguous() for k, v in state.items() if k.startswith("features.")}
     # Trained LPIPS heads are non-negative (clamped during training); keep that property.
@@ -40,13 +53,9 @@ def make_tiny_metric_weights(out_dir: str | Path, seed: int = 0) -> dict[str, Pa
         "lpips_heads": out / "random_lpips_vgg_heads.pth",
         "i3d": out / "random_i3d_rgb.pt",
     }
-    save_file(vgg, str(paths["lpips_vgg"]), metadata={"weights": "random"})
-    torch.save(heads, paths["lpips_heads"])
+    _replace(paths["lpips_vgg"], lambda f: save_file(vgg, f, metadata={"weights": "random"}))
+    _replace(paths["lpips_heads"], lambda f: torch.save(heads, f))
     # The 2018 pytorch-i3d file predates BatchNorm's num_batches_tracked; mirror that.
-    i3d = {
-        k: v
-        for k, v in _he_init(InceptionI3d()).state_dict().items()
-        if not k.endswith("num_batches_tracked")
-    }
-    torch.save(i3d, paths["i3d"])
+    i3d = {k: v for k, v in i3d_model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    _replace(paths["i3d"], lambda f: torch.save(i3d, f))
     return paths

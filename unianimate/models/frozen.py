@@ -9,6 +9,8 @@ keeps it in eval mode.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,19 +20,38 @@ from einops import rearrange
 from torch import Tensor, nn
 from transformers import CLIPModel
 
+from unianimate import demo_cache
+from unianimate.errors import InputError, MissingInputError
+
 # CLIP's image normalisation (OpenAI / open_clip constants, the ones ViT-H/14 was trained with).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_LENGTH = 77
 
 
-def _require_folder(path: str, what: str, expected: str) -> Path:
+def _require_folder(path: str, what: str, expected: str, is_expected: Callable[[dict], bool]) -> Path:
+    """The folder, or one line naming it: missing, or a save_pretrained folder of something else."""
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{what}: no {expected} at '{folder}' (expected a save_pretrained folder with config.json)"
         )
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{what}: '{folder / 'config.json'}' is not valid JSON ({error})") from error
+    if not is_expected(config):
+        found = config.get("_class_name") or config.get("architectures") or config.get("model_type") or "?"
+        raise InputError(f"{what}: '{folder}' holds a {found} model; expected a {expected}")
     return folder
+
+
+def _is_clip(config: dict) -> bool:
+    return config.get("model_type") == "clip" or "CLIPModel" in (config.get("architectures") or [])
+
+
+def _is_vae(config: dict) -> bool:
+    return config.get("_class_name") == "AutoencoderKL"
 
 
 def make_tiny_clip(path: str | Path, projection_dim: int = 32, seed: int = 0) -> Path:
@@ -86,7 +107,9 @@ class FrozenEncoders(nn.Module):
         vae_chunk: frames per VAE call when encoding or decoding videos (bounds memory).
         scaling_factor: latent scale (SD 2.1: 0.18215).
         make_tiny_if_missing: create tiny random-weight folders at the paths when they are
-            absent (the demo's embedded default; never set this for real weights).
+            absent (the demo's embedded default), only inside the demo cache
+            (``.cache/unianimate``, unianimate/demo_cache.py): a missing path anywhere else is an
+            error, never a silently created random model.
         sample_posterior: latents are posterior samples (SPEC §2); False takes the posterior
             mean, which is what the latent cache stores.
     """
@@ -101,13 +124,14 @@ class FrozenEncoders(nn.Module):
         sample_posterior: bool = True,
     ) -> None:
         super().__init__()
+        clip_path, vae_path = demo_cache.resolve(clip_path), demo_cache.resolve(vae_path)
         if make_tiny_if_missing:
-            if not (Path(clip_path) / "config.json").is_file():
+            if not (Path(clip_path) / "config.json").is_file() and demo_cache.is_demo_path(clip_path):
                 make_tiny_clip(clip_path)
-            if not (Path(vae_path) / "config.json").is_file():
+            if not (Path(vae_path) / "config.json").is_file() and demo_cache.is_demo_path(vae_path):
                 make_tiny_vae(vae_path)
-        clip_folder = _require_folder(clip_path, "clip_path", "CLIP model (transformers CLIPModel)")
-        vae_folder = _require_folder(vae_path, "vae_path", "VAE (diffusers AutoencoderKL)")
+        clip_folder = _require_folder(clip_path, "clip_path", "CLIP model (transformers CLIPModel)", _is_clip)
+        vae_folder = _require_folder(vae_path, "vae_path", "VAE (diffusers AutoencoderKL)", _is_vae)
         clip = CLIPModel.from_pretrained(clip_folder)
         # Only the vision tower + projection is kept; the text tower is used once, below.
         self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
