@@ -40,7 +40,7 @@ class AnimateDataModule(L.LightningDataModule):
 
     Args:
         reference: the reference image (any size; resized keeping the aspect ratio, then cropped).
-        pose: driving poses: keypoints in the shard format (``.npz`` / ``.json``, rendered here at the
+        driving: driving poses: keypoints in the shard format (``.npz`` / ``.json``, rendered here at the
             model's size) or an mp4 of already rendered skeleton pictures (RGB as written by
             ``tools/extract_pose.py --render``). Any number of frames.
         reference_pose: the reference's own keypoints (``.npz`` / ``.json``, first frame used). By
@@ -57,7 +57,7 @@ class AnimateDataModule(L.LightningDataModule):
     def __init__(
         self,
         reference: str,
-        pose: str,
+        driving: str,
         reference_pose: str | None = None,
         height: int = 64,
         width: int = 48,
@@ -68,7 +68,11 @@ class AnimateDataModule(L.LightningDataModule):
         pose_source_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("reference", reference), ("pose", pose), ("reference_pose", reference_pose)):
+        for name, value in (
+            ("reference", reference),
+            ("driving", driving),
+            ("reference_pose", reference_pose),
+        ):
             if value is not None and not Path(value).is_file():
                 raise FileNotFoundError(f"{name}: no file at '{value}'")
         self.save_hyperparameters()
@@ -87,7 +91,7 @@ class AnimateDataModule(L.LightningDataModule):
             np.array(apply_box_frames(image[None], box)[0])
         )  # uint8 H W 3; to_float makes it float
         step = slice(None, hp.max_frames and hp.max_frames * hp.frame_interval, hp.frame_interval)
-        source = Path(hp.pose)
+        source = Path(hp.driving)
         if source.suffix in KEYPOINT_SUFFIXES:
             poses = load_keypoints(source).frames(step)
             pose_h, pose_w = hp.pose_source_size or (src_h, src_w)
@@ -100,7 +104,7 @@ class AnimateDataModule(L.LightningDataModule):
             # An RGB skeleton video -> the release's channel order, which the model sees.
             pictures = np.ascontiguousarray(apply_box_frames(frames, pbox)[..., ::-1])
         if len(pictures) == 0:
-            raise ValueError(f"pose: no frames in '{hp.pose}'")
+            raise ValueError(f"driving: no frames in '{hp.driving}'")
         if hp.reference_pose is not None:
             ref_pose = self._render(
                 load_keypoints(Path(hp.reference_pose)).frames(slice(0, 1)), src_h, src_w

@@ -15,6 +15,7 @@ from unianimate.module import UniAnimateModule
 # Config keys that were renamed: the old key stops the run with one line naming the new one.
 RENAMED = {
     "model.model": "model.denoiser",
+    "data.pose": "data.driving (the driving poses or video)",
     "first_frame_stream": "local_image_stream (the release's pixel image stream)",
     "dropout.p_first_frame": "model.dropout.p_local_image",
     "model.long_video_mode": "model.long_video.mode",

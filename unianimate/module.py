@@ -93,7 +93,7 @@ class UniAnimateModule(L.LightningModule):
             if init_weights is None:
                 raise ValueError("model.lora trains adapters on a pretrained base: set --model.init_weights")
             lora.apply(self.denoiser)
-        self._pending_init = init_weights
+        self._pending_init, self._restored = init_weights, None
         self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay is not None else None
 
     def ema_weights(self) -> AbstractContextManager:
@@ -194,10 +194,10 @@ class UniAnimateModule(L.LightningModule):
     def _apply_init_weights(self) -> None:
         # Once per process. A restored checkpoint wins, except for the LoRA base it does not hold.
         path, self._pending_init = self._pending_init, None
-        resumed = self.trainer.ckpt_path
+        resumed = self.trainer.ckpt_path or self._restored  # _restored: load_from_checkpoint
         if path is None or (resumed and self.lora is None):
             if path is not None and self.trainer.is_global_zero:
-                print(f"--ckpt_path {resumed} wins: --model.init_weights {path} not applied")
+                print(f"the restored checkpoint ({resumed}) wins: --model.init_weights {path} not applied")
             return
         report = load_init_weights(self.denoiser, path, self.hparams.init_weights_strict)
         if self.trainer.is_global_zero:
@@ -266,8 +266,7 @@ class UniAnimateModule(L.LightningModule):
         current = self.state_dict() if self.lora is not None else self.encoders.state_dict(prefix="encoders.")
         for key, value in current.items():
             checkpoint["state_dict"].setdefault(key, value)
-        if self.lora is None:
-            self._pending_init = None  # the checkpoint's weights win (also for load_from_checkpoint)
+        self._restored = f"step {checkpoint.get('global_step')}"
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 
