@@ -13,7 +13,8 @@ from unianimate.visualize import comparison_frames, to_uint8_frames, write_compa
 
 class PredictionVideoWriter(BasePredictionWriter):
     """For each predicted sample, ``<output_dir>/<key>.mp4`` (the generated video alone) and
-    ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]).
+    ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]) and
+    ``<output_dir>/<key>_pose.mp4`` (the skeleton pictures the model followed).
 
     ``output_dir`` defaults to ``<trainer.default_root_dir>/predict``.
     """
@@ -41,6 +42,9 @@ class PredictionVideoWriter(BasePredictionWriter):
             target = batch.video[i] if batch.video is not None else None
             row = comparison_frames(batch.ref_image[i], batch.pose[i], generated[i], target)
             self.written.append(write_comparison_mp4(out_dir / f"{name}_compare.mp4", [row], self.fps))
+            # The skeletons the model followed (aligned, when extracted from a video of a person).
+            pose = to_uint8_frames(batch.pose[i].flip(0), (0.0, 1.0))  # release channel order -> RGB
+            self.written.append(write_comparison_mp4(out_dir / f"{name}_pose.mp4", [pose], self.fps))
             self.written.append(
                 write_comparison_mp4(out_dir / f"{name}.mp4", [to_uint8_frames(generated[i])], self.fps)
             )

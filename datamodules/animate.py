@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -12,11 +13,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clips import Resize, apply_box_frames, apply_box_pose, crop_box
 from datamodules.format import PoseSequence, decode_mp4
+from datamodules.pose_align import align_pose
+from datamodules.pose_extract import PoseBackend, make_extractor
 from datamodules.pose_render import pose_frames_to_tensor, render_pose_sequence
 from datamodules.video_datamodule import collate, to_float
 from unianimate.batch import VideoBatch
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
+PERSON_THRESHOLD = 0.3  # the renderer's visibility threshold: a person is a visible body point
+
+
+def _require_person(pose: PoseSequence, message: str) -> None:
+    if not (pose.body[0, :, 2] > PERSON_THRESHOLD).any():
+        raise ValueError(message)
 
 
 def load_keypoints(path: Path) -> PoseSequence:
@@ -41,8 +50,9 @@ class AnimateDataModule(L.LightningDataModule):
     Args:
         reference: the reference image (any size; resized keeping the aspect ratio, then cropped).
         driving: driving poses: keypoints in the shard format (``.npz`` / ``.json``, rendered here at the
-            model's size) or an mp4 of already rendered skeleton pictures (RGB as written by
-            ``tools/extract_pose.py --render``). Any number of frames.
+            model's size), an mp4 of already rendered skeleton pictures (RGB as written by
+            ``tools/extract_pose.py --render``), or, with ``pose_backend`` set, an mp4 of a person.
+            Any number of frames.
         reference_pose: the reference's own keypoints (``.npz`` / ``.json``, first frame used). By
             default the first driving frame stands in, which is right when the driving video shows the
             reference person (self-reenactment) and approximate otherwise; align first with
@@ -52,6 +62,11 @@ class AnimateDataModule(L.LightningDataModule):
         frame_interval: take every n-th driving frame.
         pose_source_size: (H, W) of the video the keypoints were extracted from (they are
             normalised to it); default: the reference image's size.
+        pose_backend: with a backend, ``driving`` is a video of a person: its poses and the
+            reference photo's own pose are extracted (``datamodules.pose_extract``), the driving
+            poses are aligned to the photo's (``datamodules.pose_align``, the release's alignment)
+            and rendered. ``None``: an mp4 is a rendered skeleton video.
+        pose_backend_args: the backend's arguments (DWPose: local ``detector`` / ``pose_model`` .onnx).
     """
 
     def __init__(
@@ -66,6 +81,8 @@ class AnimateDataModule(L.LightningDataModule):
         frame_interval: int = 1,
         draw_hands: bool = True,
         pose_source_size: tuple[int, int] | None = None,
+        pose_backend: PoseBackend | None = None,
+        pose_backend_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -92,7 +109,10 @@ class AnimateDataModule(L.LightningDataModule):
         )  # uint8 H W 3; to_float makes it float
         step = slice(None, hp.max_frames and hp.max_frames * hp.frame_interval, hp.frame_interval)
         source = Path(hp.driving)
-        if source.suffix in KEYPOINT_SUFFIXES:
+        ref_pose = None
+        if hp.pose_backend is not None and source.suffix not in KEYPOINT_SUFFIXES:
+            ref_pose, pictures = self._poses_from_person_video(image, decode_mp4(str(source))[step])
+        elif source.suffix in KEYPOINT_SUFFIXES:
             poses = load_keypoints(source).frames(step)
             pose_h, pose_w = hp.pose_source_size or (src_h, src_w)
             pictures = self._render(poses, pose_h, pose_w)
@@ -105,7 +125,9 @@ class AnimateDataModule(L.LightningDataModule):
             pictures = np.ascontiguousarray(apply_box_frames(frames, pbox)[..., ::-1])
         if len(pictures) == 0:
             raise ValueError(f"driving: no frames in '{hp.driving}'")
-        if hp.reference_pose is not None:
+        if ref_pose is not None:
+            pass  # extracted from the photo
+        elif hp.reference_pose is not None:
             ref_pose = self._render(
                 load_keypoints(Path(hp.reference_pose)).frames(slice(0, 1)), src_h, src_w
             )[0]
@@ -117,6 +139,29 @@ class AnimateDataModule(L.LightningDataModule):
             "pose": pose_frames_to_tensor(pictures),
             "key": source.stem,
         }
+
+    def _poses_from_person_video(
+        self, image: np.ndarray, frames: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Extract the photo's and the video's poses, align the video's to the photo's, render both at
+        the model's size: (reference pose picture H W 3, driving pictures f H W 3)."""
+        hp = self.hparams
+        if len(frames) == 0:
+            raise ValueError(f"driving: no frames in '{hp.driving}'")
+        extract = make_extractor(hp.pose_backend, **(hp.pose_backend_args or {}))
+        reference = extract(image[None])
+        _require_person(
+            reference, f"reference: no person found in '{hp.reference}' (pose backend {hp.pose_backend})"
+        )
+        driving = extract(frames, progress=True)
+        _require_person(
+            driving,
+            f"driving: no person found in the first frame of '{hp.driving}' (pose backend {hp.pose_backend})",
+        )
+        src_h, src_w = image.shape[:2]
+        aligned = align_pose(reference, driving, reference_hw=(src_h, src_w), driving_hw=frames.shape[1:3])
+        self.extracted_reference_pose, self.aligned_pose = reference, aligned  # for tools and tests
+        return self._render(reference, src_h, src_w)[0], self._render(aligned, src_h, src_w)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(_OneItem(self.build_batch()), batch_size=1, collate_fn=collate)
