@@ -33,7 +33,7 @@ def test_release_settings(monkeypatch):
         run=False,
     ).config
     model, data = config.model, config.data.init_args
-    assert (data.height, data.width, data.resize) == (768, 512, "stretch")
+    assert (data.height, data.width, data.resize, data.pose_backend) == (768, 512, "stretch", "dwpose")
     sampler = model.sampler.init_args
     assert (sampler.num_steps, sampler.spacing, sampler.guidance_scale, sampler.noise_prior_t) == (
         30,
