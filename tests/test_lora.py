@@ -134,12 +134,14 @@ def test_init_weights_applied_once_and_ckpt_path_wins(demo_root, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_lora_checkpoints_hold_only_adapters_and_resume_bitwise(demo_root, tmp_path):
+def test_lora_checkpoints_hold_only_adapters_and_resume_bitwise(demo_root, tmp_path, capsys):
     base = _base(tmp_path / "base.safetensors", 3)
     lora = [f"--model.init_weights={base}", "--model.lora.rank=4", "--model.lr=1e-2"]
     straight = _fit(demo_root, tmp_path / "straight", 4, *lora)
     part = _fit(demo_root, tmp_path / "part", 2, *lora)
+    capsys.readouterr()
     _fit(demo_root, tmp_path / "part", 4, *lora, f"--ckpt_path={part / 'checkpoints' / 'last.ckpt'}")
+    assert "total (tensors)" in capsys.readouterr().out  # the base is read again: the checkpoint lacks it
     a = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(tmp_path / "part" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 4
@@ -158,5 +160,8 @@ def test_lora_checkpoints_hold_only_adapters_and_resume_bitwise(demo_root, tmp_p
     _tiny().load_state_dict(merged, strict=True)
     start = load_file(base)
     assert torch.equal(merged["unet.conv_in.weight"], start["unet.conv_in.weight"])  # frozen, no adapter
-    key = "unet.mid_block.spatial_attn.block.attn1.to_q.weight"
-    assert not torch.equal(merged[key], start[key])
+    # Merged = the init weights + (alpha / rank) B A of the EMA adapters (alpha = rank here).
+    layer = "unet.mid_block.spatial_attn.block.attn1.to_q"
+    a_ema, b_ema = (a["ema"]["shadow"][f"{layer}.lora_{m}.default.weight"] for m in "AB")
+    assert b_ema.abs().sum() > 0
+    torch.testing.assert_close(merged[f"{layer}.weight"], start[f"{layer}.weight"] + b_ema @ a_ema)

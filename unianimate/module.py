@@ -208,7 +208,7 @@ class UniAnimateModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._apply_init_weights()
 
-    on_test_start = on_predict_start = on_fit_start
+    on_validation_start = on_test_start = on_predict_start = on_fit_start  # fit applies first; then a no-op
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
         """The generated video (b 3 f H W in [-1, 1]); ``VideoEvaluation`` measures it."""
