@@ -165,3 +165,17 @@ def test_lora_checkpoints_hold_only_adapters_and_resume_bitwise(demo_root, tmp_p
     a_ema, b_ema = (a["ema"]["shadow"][f"{layer}.lora_{m}.default.weight"] for m in "AB")
     assert b_ema.abs().sum() > 0
     torch.testing.assert_close(merged[f"{layer}.weight"], start[f"{layer}.weight"] + b_ema @ a_ema)
+
+
+def test_paper_size_rank_64_count_on_meta() -> None:
+    """The README's figure: rank-64 adapters on the release-size denoiser (temporal transformer)."""
+    with torch.device("meta"):
+        model = UniAnimate(UNet3D())
+        expected = sum(
+            64 * (m.in_features + m.out_features)
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in TARGETS
+        )
+        LoRA(rank=64).apply(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == expected == 26_590_720
