@@ -34,6 +34,7 @@ def test_release_settings(monkeypatch):
     ).config
     model, data = config.model, config.data.init_args
     assert (data.height, data.width, data.resize, data.pose_backend) == (768, 512, "stretch", "dwpose")
+    assert data.frame_interval == 2
     sampler = model.sampler.init_args
     assert (sampler.num_steps, sampler.spacing, sampler.guidance_scale, sampler.noise_prior_t) == (
         30,
@@ -158,6 +159,7 @@ def test_release_pipeline_end_to_end_with_the_tiny_fixture(demo_root, tmp_path, 
             "--model.long_video.overlap=2",
             "--data.height=64",
             "--data.width=48",
+            "--data.frame_interval=1",
             f"--trainer.default_root_dir={out}",
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
