@@ -13,7 +13,8 @@ from unianimate.visualize import comparison_frames, to_uint8_frames, write_compa
 
 class PredictionVideoWriter(BasePredictionWriter):
     """For each predicted sample, ``<output_dir>/<key>.mp4`` (the generated video alone) and
-    ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]).
+    ``<output_dir>/<key>_compare.mp4`` (reference | pose | generated [| ground truth]) and
+    ``<output_dir>/<key>_pose.mp4`` (the skeleton pictures the model followed).
 
     ``output_dir`` defaults to ``<trainer.default_root_dir>/predict``. Existing files are never
     overwritten: a name already taken (by an earlier run, say with another reference image) gets
@@ -44,16 +45,23 @@ class PredictionVideoWriter(BasePredictionWriter):
             row = comparison_frames(batch.ref_image[i], batch.pose[i], generated[i], target)
             name = _free_name(out_dir, name)
             self.written.append(write_comparison_mp4(out_dir / f"{name}_compare.mp4", [row], self.fps))
+            # The skeletons the model followed (aligned, when extracted from a video of a person).
+            pose = to_uint8_frames(batch.pose[i].flip(0), (0.0, 1.0))  # release channel order -> RGB
+            self.written.append(write_comparison_mp4(out_dir / f"{name}_pose.mp4", [pose], self.fps))
             self.written.append(
                 write_comparison_mp4(out_dir / f"{name}.mp4", [to_uint8_frames(generated[i])], self.fps)
             )
             print(f"wrote {self.written[-1]} ({generated.shape[2]} frames)")
 
 
+# What one prediction writes: <name>.mp4, <name>_compare.mp4, <name>_pose.mp4.
+OUTPUT_SUFFIXES = ("", "_compare", "_pose")
+
+
 def _free_name(out_dir: Path, name: str) -> str:
-    """``name``, or ``name-N`` with the smallest N for which neither output file exists yet."""
+    """``name``, or ``name-N`` with the smallest N for which none of the output files exists yet."""
     candidate, n = name, 0
-    while (out_dir / f"{candidate}.mp4").exists() or (out_dir / f"{candidate}_compare.mp4").exists():
+    while any((out_dir / f"{candidate}{suffix}.mp4").exists() for suffix in OUTPUT_SUFFIXES):
         n += 1
         candidate = f"{name}-{n}"
     return candidate

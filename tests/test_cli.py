@@ -83,7 +83,7 @@ def test_predict_animates_a_reference_with_a_long_pose_file(fitted, demo_root, t
         "--config",
         str(REPO / "configs" / "animate.yaml"),
         f"--data.init_args.reference={tmp_path / 'ref.png'}",
-        f"--data.init_args.pose={tmp_path / 'pose.npz'}",
+        f"--data.init_args.driving={tmp_path / 'pose.npz'}",
         f"--ckpt_path={fitted / 'version_0' / 'checkpoints' / 'last.ckpt'}",
     ]
     main(args)

@@ -261,7 +261,7 @@ def predict_args(data: Path, run_dir: Path, reference: Path, pose: Path, *extra:
         "--config",
         str(REPO / "configs" / "animate.yaml"),
         f"--data.init_args.reference={reference}",
-        f"--data.init_args.pose={pose}",
+        f"--data.init_args.driving={pose}",
         "--trainer.logger=false",
         *extra,
     ]
@@ -272,12 +272,12 @@ def predict_args(data: Path, run_dir: Path, reference: Path, pose: Path, *extra:
     [
         ("missing.png", "pose.npz", "reference: no file at '{root}/missing.png'"),
         ("corrupt.jpg", "pose.npz", "reference: '{root}/corrupt.jpg' is not a readable image"),
-        ("ref.png", "wrong_keys.npz", "pose: '{root}/wrong_keys.npz' is not a keypoint file (KeyError"),
-        ("ref.png", "empty.json", "pose: '{root}/empty.json' is not a keypoint file (JSONDecodeError"),
+        ("ref.png", "wrong_keys.npz", "driving: '{root}/wrong_keys.npz' is not a keypoint file (KeyError"),
+        ("ref.png", "empty.json", "driving: '{root}/empty.json' is not a keypoint file (JSONDecodeError"),
         (
             "ref.png",
             "rgb.mp4",
-            "pose: '{root}/rgb.mp4' does not look like rendered skeletons (0% black pixels",
+            "driving: '{root}/rgb.mp4' does not look like rendered skeletons (0% black pixels",
         ),
     ],
 )
@@ -323,8 +323,9 @@ def test_predict_never_overwrites(data, checkpoints, animate_inputs, tmp_path):
         )
         cli.main(args)
         written.append(sorted(p.name for p in (tmp_path / "predict").glob("*.mp4")))
-    assert written[0] == ["pose.mp4", "pose_compare.mp4"]
-    assert written[1] == ["pose-1.mp4", "pose-1_compare.mp4", "pose.mp4", "pose_compare.mp4"]
+    first = ["pose.mp4", "pose_compare.mp4", "pose_pose.mp4"]
+    assert written[0] == first
+    assert written[1] == sorted(first + ["pose-1.mp4", "pose-1_compare.mp4", "pose-1_pose.mp4"])
 
 
 # ---- training data that never decodes -------------------------------------------------------

@@ -42,7 +42,12 @@ def unet_args(config):
 
 def test_every_yaml_is_covered():
     shipped = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")}
-    covered = {"demo.yaml", "animate.yaml", *PAPER}  # animate.yaml: see test_animate_config_composes
+    covered = {
+        "demo.yaml",
+        "animate.yaml",
+        "release.yaml",
+        *PAPER,
+    }  # animate.yaml: see test_animate_config_composes; release.yaml: test_release_config.py
     covered |= {f"strategy/{n}" for n in STRATEGIES} | {f"ablations/{n}" for n in ABLATIONS}
     covered |= {p.relative_to(CONFIGS).as_posix() for p in (CONFIGS / "model").glob("*.yaml")}
     assert shipped <= covered, f"configs without a test: {sorted(shipped - covered)}"
@@ -156,7 +161,7 @@ def test_animate_config_composes(monkeypatch):
         monkeypatch,
         CONFIGS / "demo.yaml",
         CONFIGS / "animate.yaml",
-        extra=("--data.init_args.reference=ref.png", "--data.init_args.pose=pose.npz"),
+        extra=("--data.init_args.reference=ref.png", "--data.init_args.driving=pose.npz"),
     )
     assert config.data.class_path == "datamodules.animate.AnimateDataModule"
 

@@ -118,8 +118,11 @@ def check_checkpoint(module: nn.Module, path: str) -> int:
             f"ckpt_path: '{path}' has no 'state_dict': expected a Lightning checkpoint "
             "(a denoiser state dict or .safetensors goes to --model.init_weights)"
         )
-    # Frozen encoders are not stored in checkpoints (UniAnimateModule.on_save_checkpoint).
-    expected = {k: v for k, v in module.state_dict().items() if not k.startswith("encoders.")}
+    # Expected: what the module itself writes into a checkpoint (its on_save_checkpoint leaves out
+    # the frozen encoders, and with LoRA the base weights).
+    probe = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(probe)
+    expected = probe["state_dict"]
     saved = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoders.")}
     check_state_dict(saved, expected, path)
     return int(checkpoint.get("global_step", 0))

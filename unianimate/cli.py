@@ -28,6 +28,7 @@ from unianimate.module import UniAnimateModule
 # Config keys that were renamed: the old key stops the run with one line naming the new one.
 RENAMED = {
     "model.model": "model.denoiser",
+    "data.pose": "data.driving (the driving poses or video)",
     "first_frame_stream": "local_image_stream (the release's pixel image stream)",
     "dropout.p_first_frame": "model.dropout.p_local_image",
     "model.long_video_mode": "model.long_video.mode",
@@ -101,11 +102,12 @@ class UniAnimateCLI(LightningCLI):
         elif (
             ckpt_path is None
             and self.subcommand in ("test", "predict")
+            and self.model.hparams.get("init_weights") is None
             and not config.get("allow_random_weights")
         ):
             raise InputError(
-                f"{self.subcommand}: no trained weights given: expected --ckpt_path CHECKPOINT "
-                "(or --allow_random_weights true to run the untrained model)"
+                f"{self.subcommand}: no trained weights given: expected --ckpt_path CHECKPOINT or "
+                "--model.init_weights WEIGHTS (or --allow_random_weights true to run the untrained model)"
             )
 
     def _newest_last(self, asked: str) -> str | None:

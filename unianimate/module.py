@@ -22,8 +22,10 @@ from unianimate.diffusion.long_video import LongVideo, generate_long_video
 from unianimate.diffusion.objective import DiffusionObjective
 from unianimate.diffusion.sampling import DDIMSampler
 from unianimate.ema import EMA
+from unianimate.lora import LoRA, lora_state_dict, save_merged
 from unianimate.metrics import frame_metrics
 from unianimate.models.frozen import FrozenEncoders
+from unianimate.models.init_weights import load_init_weights
 from unianimate.models.unianimate import UniAnimate
 
 # Loss is also logged per timestep bucket: where in the schedule the model is still bad.
@@ -48,6 +50,10 @@ class UniAnimateModule(L.LightningModule):
         seed: base seed of the fixed validation noise and of sampling.
         val_sample_batches: validation batches that are also fully sampled, for L1 / PSNR / SSIM
             of generated against ground-truth frames (0: loss only).
+        init_weights: pretrained denoiser weights, loaded once at the start of fit / test / predict
+            unless ``--ckpt_path`` restores a checkpoint (``unianimate.models.init_weights``).
+        init_weights_strict: newly initialised or unused keys are an error.
+        lora: train LoRA adapters only (peft); the base comes from ``init_weights``.
     """
 
     def __init__(
@@ -65,10 +71,13 @@ class UniAnimateModule(L.LightningModule):
         ema_warmup: bool = True,
         seed: int = 0,
         val_sample_batches: int = 1,
+        init_weights: str | None = None,
+        init_weights_strict: bool = False,
+        lora: LoRA | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            ignore=["denoiser", "encoders", "objective", "dropout", "sampler", "long_video"]
+            ignore=["denoiser", "encoders", "objective", "dropout", "sampler", "long_video", "lora"]
         )
         self.denoiser = denoiser
         self.encoders = encoders
@@ -79,6 +88,12 @@ class UniAnimateModule(L.LightningModule):
         _check_dropout(self.dropout, self.denoiser.conditions)
         self.sampler = sampler or DDIMSampler()
         self.long_video = long_video or LongVideo()
+        self.lora = lora
+        if lora is not None:
+            if init_weights is None:
+                raise ValueError("model.lora trains adapters on a pretrained base: set --model.init_weights")
+            lora.apply(self.denoiser)
+        self._pending_init, self._restored = init_weights, None
         self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay is not None else None
 
     def ema_weights(self) -> AbstractContextManager:
@@ -176,6 +191,25 @@ class UniAnimateModule(L.LightningModule):
             )
         return self.encoders.decode_video(latents)
 
+    def _apply_init_weights(self) -> None:
+        # Once per process. A restored checkpoint wins, except for the LoRA base it does not hold.
+        path, self._pending_init = self._pending_init, None
+        resumed = self.trainer.ckpt_path or self._restored  # _restored: load_from_checkpoint
+        if path is None or (resumed and self.lora is None):
+            if path is not None and self.trainer.is_global_zero:
+                print(f"the restored checkpoint ({resumed}) wins: --model.init_weights {path} not applied")
+            return
+        report = load_init_weights(self.denoiser, path, self.hparams.init_weights_strict)
+        if self.trainer.is_global_zero:
+            print(report.table())
+        if self.ema is not None and not resumed:
+            self.ema = EMA(self.denoiser, self.hparams.ema_decay, self.hparams.ema_warmup)
+
+    def on_fit_start(self) -> None:
+        self._apply_init_weights()
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start  # fit applies first; then a no-op
+
     def test_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
         """The generated video (b 3 f H W in [-1, 1]); ``VideoEvaluation`` measures it."""
         return self.generate(batch, seed=self.hparams.seed + batch_idx)
@@ -194,6 +228,9 @@ class UniAnimateModule(L.LightningModule):
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "ema.safetensors"
         if self.trainer.is_global_zero:
             print(f"wrote {self.ema.export(out, {'global_step': str(self.global_step)})}")
+            if self.lora is not None:  # the adapters alone (above) and the merged denoiser
+                with self.ema_weights():
+                    print(f"wrote {save_merged(self.denoiser, out.with_name('denoiser_merged.safetensors'))}")
 
     # ---- optimisation and checkpoints -------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -219,13 +256,17 @@ class UniAnimateModule(L.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoders.")
         }
+        if self.lora is not None:  # the base is init_weights: keep only the adapters
+            checkpoint["state_dict"] = lora_state_dict(checkpoint["state_dict"])
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Put the current encoder weights back so the strict state-dict load sees every key.
-        for key, value in self.encoders.state_dict(prefix="encoders.").items():
+        # Put the current encoder (and LoRA base) weights back so the strict load sees every key.
+        current = self.state_dict() if self.lora is not None else self.encoders.state_dict(prefix="encoders.")
+        for key, value in current.items():
             checkpoint["state_dict"].setdefault(key, value)
+        self._restored = f"step {checkpoint.get('global_step')}"
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 
