@@ -6,6 +6,7 @@ where the exit code is the behaviour, in-process (``entry_point``) where only th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from scale_helpers import REPO, environment, fit_command, make_data, records, write_overlay
 
 from unianimate import cli
+from unianimate.errors import InputError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -94,8 +96,21 @@ def checkpoints(data, tmp_path_factory) -> dict[str, Path]:
         ("other", {"model.denoiser.init_args.unet.init_args.channel_mult": [1, 1]}),
     ):
         run_dir = root / name
-        result = run_cli(fit_command(write_overlay(data, run_dir, 1, 1, extra)), data, root / "record")
-        assert result.returncode == 0, result.stderr[-3000:]
+        sys.path.insert(0, str(data))  # the overlay's recorder.Recorder
+        os.environ["UA_RECORD"] = str(root / "record")
+        try:
+            cli.main(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs" / "demo.yaml"),
+                    "--config",
+                    str(write_overlay(data, run_dir, 1, 1, extra)),
+                ]
+            )
+        finally:
+            sys.path.remove(str(data))
+            del os.environ["UA_RECORD"]
         out[name] = run_dir / "checkpoints" / "last.ckpt"
     out["noise"] = root / "noise.ckpt"
     out["noise"].write_bytes(np.random.default_rng(0).bytes(5000))
@@ -182,7 +197,7 @@ def test_another_model_names_the_sizes_that_differ(data, checkpoints, tmp_path, 
     )
 
 
-def test_the_installed_cli_exits_2_with_one_line(data, checkpoints, tmp_path):
+def test_the_installed_cli_exits_2_with_one_line(data, checkpoints, tmp_path, monkeypatch):
     result = run_cli(
         fit_command(write_overlay(data, tmp_path / "run", 1, 1), f"--ckpt_path={checkpoints['noise']}"),
         data,
@@ -190,17 +205,14 @@ def test_the_installed_cli_exits_2_with_one_line(data, checkpoints, tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result).startswith(f"error: ckpt_path: '{checkpoints['noise']}' is not a checkpoint")
-    env = {"UNIANIMATE_TRACEBACK": "1"}
-    command = fit_command(write_overlay(data, tmp_path / "run", 1, 1), f"--ckpt_path={checkpoints['noise']}")
-    shown = subprocess.run(
-        command,
-        cwd=REPO,
-        env={**environment(data, tmp_path / "r"), **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
+    monkeypatch.setenv("UNIANIMATE_TRACEBACK", "1")  # the full traceback when asked
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["unianimate", "fit", *overlay_args(data, tmp_path / "run"), f"--ckpt_path={checkpoints['noise']}"],
     )
-    assert shown.returncode != 0 and "Traceback" in shown.stderr  # the full traceback when asked
+    with pytest.raises(InputError, match="is not a checkpoint"):
+        cli.entry_point()
 
 
 def test_convert_checkpoint_rejects_random_bytes_in_one_line(checkpoints, tmp_path):
@@ -331,7 +343,7 @@ def test_predict_never_overwrites(data, checkpoints, animate_inputs, tmp_path):
 # ---- training data that never decodes -------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [1])  # the error comes back from a DataLoader worker
 def test_fit_on_data_that_never_decodes_stops_with_one_line(data, tmp_path, workers):
     """Before: 'skipping rest of shard' forever (1.25 GB of log in 10 minutes), SIGTERM ignored."""
     shards = tmp_path / "shards"

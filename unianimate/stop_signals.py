@@ -9,6 +9,7 @@ when training starts and stops with one line and a non-zero exit code.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +22,11 @@ def _remember(signum: int, frame: Any) -> None:
 
 
 def remember() -> Callable[[], None]:
-    """Record the stop signals from now on; returns the function that restores the previous handlers."""
+    """Record the stop signals from now on; returns the function that restores the previous handlers.
+    Outside the main thread (where Python cannot set handlers) it does nothing."""
     _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
     previous = {signum: signal.signal(signum, _remember) for signum in STOP_SIGNALS}
 
     def restore() -> None:
