@@ -206,3 +206,5 @@ def test_long_video_settings_are_checked():
         LongVideo("chain", 1)
     assert LongVideo("window", 4, 2).spans(9) == window_spans(9, 4, 2)
     assert LongVideo("chain", 16).spans(10) == [(0, 10)]  # one segment: the clip is shorter
+    # one driving frame is one segment in every mode (it failed in chain mode: "segment_frames >= 2, got 1")
+    assert all(LongVideo(mode, 4, 2).spans(1) == [(0, 1)] for mode in ("chain", "window", "independent"))

@@ -53,7 +53,9 @@ class LongVideo:
 
     def spans(self, num_frames: int) -> list[tuple[int, int]]:
         """Frame spans [start, stop) of the segments or windows for N = num_frames."""
-        f = min(self.segment_frames, num_frames)
+        if num_frames < 1:
+            raise ValueError(f"a video needs at least 1 frame, got {num_frames}")
+        f = self.segment_frames
         if self.mode == "chain":
             return chain_spans(num_frames, f)
         if self.mode == "window":
