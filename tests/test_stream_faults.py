@@ -73,7 +73,7 @@ def test_good_samples_reset_the_count(tmp_path):
     dm = _datamodule(tmp_path, max_failed_tries=2)
     loader = dm.train_dataloader()
     for _ in range(3):
-        assert len([k for b in loader for k in b["key"]]) == 6
+        assert len([k for b in loader for k in b.key]) == 6
     assert dm.skip_counts() == {"bad_video": 18}
 
 
@@ -105,5 +105,5 @@ def test_a_truncated_tar_counts_as_bad_tar(whole_tar, tmp_path, where, keys):
     }[where]
     (tmp_path / "x.tar").write_bytes(data[:cut])
     dm = _datamodule(tmp_path)
-    assert [k for b in dm.train_dataloader() for k in b["key"]] == keys
+    assert [k for b in dm.train_dataloader() for k in b.key] == keys
     assert dm.skip_counts() == {"bad_tar": 1}
