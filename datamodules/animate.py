@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clips import Resize, apply_box_frames, apply_box_pose, crop_box
 from datamodules.format import PoseSequence, decode_mp4
-from datamodules.pose_render import pose_frames_to_tensor, render_pose_sequence
+from datamodules.pose_render import PoseStyle, pose_frames_to_tensor, render_pose_sequence
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
 
@@ -48,6 +48,8 @@ class AnimateDataModule(L.LightningDataModule):
         height, width: the model's pixel size.
         max_frames: cut the driving sequence (``None``: all frames).
         frame_interval: take every n-th driving frame.
+        draw_hands, pose_style: how the skeletons are drawn; use what the model was trained with
+            (the demo: ``pose_style: proportional``).
         pose_source_size: (H, W) of the video the keypoints were extracted from (they are
             normalised to it); default: the reference image's size.
     """
@@ -63,6 +65,7 @@ class AnimateDataModule(L.LightningDataModule):
         max_frames: int | None = None,
         frame_interval: int = 1,
         draw_hands: bool = True,
+        pose_style: PoseStyle = "release",
         pose_source_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
@@ -74,7 +77,9 @@ class AnimateDataModule(L.LightningDataModule):
     def _render(self, pose: PoseSequence, src_h: int, src_w: int) -> np.ndarray:
         h, w = self.hparams.height, self.hparams.width
         box = crop_box(src_h, src_w, h, w, self.hparams.resize, np.random.default_rng(0))
-        return render_pose_sequence(apply_box_pose(pose, box), h, w, draw_hands=self.hparams.draw_hands)
+        return render_pose_sequence(
+            apply_box_pose(pose, box), h, w, draw_hands=self.hparams.draw_hands, style=self.hparams.pose_style
+        )
 
     def build_batch(self) -> dict:
         hp = self.hparams
