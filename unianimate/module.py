@@ -18,7 +18,8 @@ from unianimate.diffusion.objective import DiffusionObjective
 from unianimate.diffusion.sampling import DDIMSampler
 from unianimate.ema import EMA
 from unianimate.metrics import frame_metrics
-from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
+from unianimate.metrics.baselines import BaselineMetrics, format_rows
+from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, write_json
 from unianimate.models.frozen import FrozenEncoders
 from unianimate.models.unianimate import UniAnimate
 
@@ -209,6 +210,7 @@ class UniAnimateModule(L.LightningModule):
                 i3d=protocol.i3d or paths["i3d"],
             )
         self.metrics = VideoMetrics(protocol, device=self.device)
+        self.baselines = BaselineMetrics(self.metrics)  # copy reference, autoencoder reconstruction
         self.pck_values: list[float] = []
         self.pose_extractor = None
         if self.hparams.pose_fidelity is not None:
@@ -221,6 +223,7 @@ class UniAnimateModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         generated = self.generate(batch, seed=self.hparams.seed + batch_idx)
         self.metrics.update(to_unit(generated).clamp(0, 1), to_unit(batch["video"]).clamp(0, 1))
+        self.baselines.update(batch, self.encoders, seed=self.hparams.seed + batch_idx)
         if self.pose_extractor is not None:
             self.pck_values += self._pose_fidelity(generated, batch["keypoints"])
 
@@ -243,10 +246,13 @@ class UniAnimateModule(L.LightningModule):
             # Each rank evaluated its own shards: gather everything, so every rank computes the
             # metrics of all the videos (FVD needs all the features together, not a mean of FVDs).
             gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (self.metrics.snapshot(), self.pck_values))
-            self.metrics.merge([snap for snap, _ in gathered])
-            self.pck_values = [v for _, values in gathered for v in values]
+            snapshot = (self.metrics.snapshot(), self.pck_values, self.baselines.snapshot())
+            torch.distributed.all_gather_object(gathered, snapshot)
+            self.metrics.merge([snap for snap, _, _ in gathered])
+            self.pck_values = [v for _, values, _ in gathered for v in values]
+            self.baselines.merge([snap for _, _, snap in gathered])
         results = self.metrics.compute()
+        baselines = self.baselines.compute()
         if self.pose_extractor is not None:
             # Videos where no keypoint was found in both count as NaN and are left out of the mean.
             found = [v for v in self.pck_values if v == v]
@@ -255,12 +261,15 @@ class UniAnimateModule(L.LightningModule):
         for name, value in results.items():
             if isinstance(value, float | int):  # the same on every rank: nothing to reduce
                 self.log(f"test/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        for baseline, values in baselines.items():
+            for name in ("l1", "psnr", "ssim"):
+                self.log(f"test_{baseline}/{name}", float(values[name]), sync_dist=False, rank_zero_only=True)
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank
         if not self.trainer.is_global_zero:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(results, out_dir / "test_metrics.json")
-        table = format_markdown(results)
+        write_json({**results, "baselines": baselines}, out_dir / "test_metrics.json")
+        table = format_rows(results, baselines)
         (out_dir / "test_metrics.md").write_text(table + "\n")
         print(f"\n{table}\nwrote {out_dir / 'test_metrics.json'} and {out_dir / 'test_metrics.md'}")
 
