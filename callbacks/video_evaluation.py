@@ -1,7 +1,8 @@
 """``unianimate test``: the paper's metrics (SPEC §6) on held-out videos, as a callback.
 
 The module's ``test_step`` returns the generated videos; this callback measures them against the
-ground truth with the protocol of :mod:`unianimate.metrics.protocol`, gathers every rank's values,
+ground truth with the protocol of :mod:`unianimate.metrics.protocol`, beside two baselines on the
+same clips (copy reference, autoencoder reconstruction: :mod:`unianimate.metrics.baselines`), gathers every rank's values,
 and writes ``test_metrics.json`` / ``test_metrics.md`` to the run's log directory.
 """
 
@@ -19,7 +20,8 @@ from torch import Tensor
 from unianimate import demo_cache
 from unianimate.batch import VideoBatch
 from unianimate.conditions import to_unit
-from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, format_markdown, write_json
+from unianimate.metrics.baselines import BaselineMetrics, format_rows
+from unianimate.metrics.protocol import EvalProtocol, VideoMetrics, write_json
 
 
 class VideoEvaluation(L.Callback):
@@ -65,6 +67,7 @@ class VideoEvaluation(L.Callback):
 
     def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.metrics = VideoMetrics(self._protocol(), device=module.device)
+        self.baselines = BaselineMetrics(self.metrics)  # copy reference, autoencoder reconstruction
         self.pck_values = []
         if self.pose_fidelity is not None:
             from datamodules.pose_extract import make_extractor  # the pose extra, only when asked
@@ -81,6 +84,7 @@ class VideoEvaluation(L.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         self.metrics.update(to_unit(outputs).clamp(0, 1), to_unit(batch.video).clamp(0, 1))
+        self.baselines.update(batch, module.encoders, seed=module.hparams.seed + batch_idx)
         if self.pose_extractor is not None:
             self.pck_values += self._pose_fidelity(outputs, batch.keypoints)
 
@@ -103,10 +107,13 @@ class VideoEvaluation(L.Callback):
             # Each rank evaluated its own shards: gather everything, so every rank computes the
             # metrics of all the videos (FVD needs all the features together, not a mean of FVDs).
             gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (self.metrics.snapshot(), self.pck_values))
-            self.metrics.merge([snap for snap, _ in gathered])
-            self.pck_values = [v for _, values in gathered for v in values]
+            snapshot = (self.metrics.snapshot(), self.pck_values, self.baselines.snapshot())
+            torch.distributed.all_gather_object(gathered, snapshot)
+            self.metrics.merge([snap for snap, _, _ in gathered])
+            self.pck_values = [v for _, values, _ in gathered for v in values]
+            self.baselines.merge([snap for _, _, snap in gathered])
         results = self.metrics.compute()
+        baselines = self.baselines.compute()
         if self.pose_extractor is not None:
             # Videos where no keypoint was found in both count as NaN and are left out of the mean.
             found = [v for v in self.pck_values if v == v]
@@ -116,11 +123,16 @@ class VideoEvaluation(L.Callback):
         for name, value in results.items():
             if isinstance(value, float | int):  # the same on every rank: nothing to reduce
                 module.log(f"test/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        for baseline, values in baselines.items():
+            for name in ("l1", "psnr", "ssim"):
+                module.log(
+                    f"test_{baseline}/{name}", float(values[name]), sync_dist=False, rank_zero_only=True
+                )
         out_dir = Path(trainer.log_dir or trainer.default_root_dir)  # collective: every rank asks
         if not trainer.is_global_zero:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(results, out_dir / "test_metrics.json")
-        table = format_markdown(results)
+        write_json({**results, "baselines": baselines}, out_dir / "test_metrics.json")
+        table = format_rows(results, baselines)
         (out_dir / "test_metrics.md").write_text(table + "\n")
         print(f"\n{table}\nwrote {out_dir / 'test_metrics.json'} and {out_dir / 'test_metrics.md'}")

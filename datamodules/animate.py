@@ -15,7 +15,7 @@ from datamodules.clips import Resize, apply_box_frames, apply_box_pose, crop_box
 from datamodules.format import PoseSequence, decode_mp4
 from datamodules.pose_align import align_pose
 from datamodules.pose_extract import PoseBackend, make_extractor
-from datamodules.pose_render import PALETTE, pose_frames_to_tensor, render_pose_sequence
+from datamodules.pose_render import PALETTE, PoseStyle, pose_frames_to_tensor, render_pose_sequence
 from datamodules.video_datamodule import collate, to_float
 from unianimate.batch import VideoBatch
 from unianimate.errors import InputError, MissingInputError
@@ -95,6 +95,8 @@ class AnimateDataModule(L.LightningDataModule):
         height, width: the model's pixel size.
         max_frames: cut the driving sequence (``None``: all frames).
         frame_interval: take every n-th driving frame.
+        draw_hands, pose_style: how the skeletons are drawn; use what the model was trained with
+            (the demo: ``pose_style: proportional``).
         pose_source_size: (H, W) of the video the keypoints were extracted from (they are
             normalised to it); default: the reference image's size.
         pose_backend: with a backend, ``driving`` is a video of a person: its poses and the
@@ -115,6 +117,7 @@ class AnimateDataModule(L.LightningDataModule):
         max_frames: int | None = None,
         frame_interval: int = 1,
         draw_hands: bool = True,
+        pose_style: PoseStyle = "release",
         pose_source_size: tuple[int, int] | None = None,
         pose_backend: PoseBackend | None = None,
         pose_backend_args: dict[str, Any] | None = None,
@@ -132,7 +135,9 @@ class AnimateDataModule(L.LightningDataModule):
     def _render(self, pose: PoseSequence, src_h: int, src_w: int) -> np.ndarray:
         h, w = self.hparams.height, self.hparams.width
         box = crop_box(src_h, src_w, h, w, self.hparams.resize, np.random.default_rng(0))
-        return render_pose_sequence(apply_box_pose(pose, box), h, w, draw_hands=self.hparams.draw_hands)
+        return render_pose_sequence(
+            apply_box_pose(pose, box), h, w, draw_hands=self.hparams.draw_hands, style=self.hparams.pose_style
+        )
 
     def build_batch(self) -> dict:
         hp = self.hparams

@@ -28,7 +28,7 @@ from torch.utils.data import get_worker_info
 
 from datamodules.colour import pack_yuv420
 from datamodules.format import PoseSequence, YUV420Frames, decode_mp4_yuv420
-from datamodules.pose_render import render_pose_index_sequence
+from datamodules.pose_render import PoseStyle, render_pose_index_sequence
 from datamodules.stream import SkipSample
 from unianimate.errors import InputError
 
@@ -128,6 +128,8 @@ class ClipExample:
 
     Video example: ``video`` (f, 3H/2, W) and ``ref_image`` (3H/2, W), the decoder's YUV 4:2:0
     planes packed (:func:`datamodules.colour.pack_yuv420`) with their ``video_colour`` code;
+    ``reference_outside_clip`` (evaluation): the reference is drawn from the frames the clip does
+    not contain, so copying it never reproduces a target frame.
     ``pose`` (f, H, W) and ``ref_pose`` (H, W), skeletons as uint8 indices into
     :data:`datamodules.pose_render.PALETTE`; ``keypoints``; ``key``.
     :meth:`datamodules.video_datamodule.VideoPoseDataModule.to_float` (on the device, after the
@@ -150,6 +152,8 @@ class ClipExample:
         draw_face: bool = False,
         pose_jitter: bool = False,
         use_latent_cache: bool = False,
+        pose_style: PoseStyle = "release",
+        reference_outside_clip: bool = False,
     ) -> None:
         if use_latent_cache and resize == "random_crop":
             raise InputError("the latent cache is encoded once: use resize=center_crop or stretch with it")
@@ -159,8 +163,9 @@ class ClipExample:
             )
         self.num_frames, self.frame_interval = num_frames, frame_interval
         self.height, self.width, self.resize = height, width, resize
-        self.draw_hands, self.draw_face = draw_hands, draw_face
+        self.draw_hands, self.draw_face, self.pose_style = draw_hands, draw_face, pose_style
         self.pose_jitter, self.use_latent_cache = pose_jitter, use_latent_cache
+        self.reference_outside_clip = reference_outside_clip
 
     def _pose(self, sample: dict) -> PoseSequence:
         try:
@@ -178,12 +183,22 @@ class ClipExample:
         if length < span:
             raise SkipSample("too_short", f"{length} frames < clip span {span}")
         start = int(rng.integers(length - span + 1))
-        return start + self.frame_interval * np.arange(self.num_frames), int(rng.integers(length))
+        clip = start + self.frame_interval * np.arange(self.num_frames)
+        if self.reference_outside_clip and length > self.num_frames:
+            # Evaluation: a reference that is one of the target frames would be a free copy.
+            others = np.setdiff1d(np.arange(length), clip)
+            return clip, int(others[rng.integers(len(others))])
+        return clip, int(rng.integers(length))
 
     def _render(self, pose: PoseSequence) -> torch.Tensor:
         """uint8 (f, H, W) skeletons as indices into :data:`datamodules.pose_render.PALETTE`."""
         frames = render_pose_index_sequence(
-            pose, self.height, self.width, draw_hands=self.draw_hands, draw_face=self.draw_face
+            pose,
+            self.height,
+            self.width,
+            draw_hands=self.draw_hands,
+            draw_face=self.draw_face,
+            style=self.pose_style,
         )
         return torch.from_numpy(frames)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -43,6 +44,39 @@ FACE_DOT_COLOUR = (255, 255, 255)
 LIMB_HALF_WIDTH = 4
 DOT_RADIUS = 4
 FACE_DOT_RADIUS = 3
+RELEASE_SIDE = 512  # the smaller side of the release's 768x512 pictures, where its sizes are in pixels
+PoseStyle = Literal["release", "proportional"]
+
+
+class StrokeSizes(NamedTuple):
+    """Pixel sizes of a skeleton picture's strokes."""
+
+    limb_half_width: int
+    dot_radius: int
+    hand_line: int
+    hand_dot_radius: int
+    face_dot_radius: int
+
+
+def stroke_sizes(height: int, width: int, style: PoseStyle = "release") -> StrokeSizes:
+    """``release``: the release's absolute sizes at any picture size (bit-exact with its pictures).
+    ``proportional``: the same sizes scaled by min(H, W) / 512, so a small picture shows a thin
+    skeleton instead of overlapping blobs (at least 1 px for limbs and body dots, 0 = one pixel
+    for hand and face dots); at the release's 768x512 both styles are the same."""
+    if style == "release":
+        return StrokeSizes(LIMB_HALF_WIDTH, DOT_RADIUS, 2, DOT_RADIUS, FACE_DOT_RADIUS)
+    if style != "proportional":
+        raise ValueError(f"pose style must be 'release' or 'proportional', got {style!r}")
+    scale = min(height, width) / RELEASE_SIDE
+    return StrokeSizes(
+        limb_half_width=max(1, round(LIMB_HALF_WIDTH * scale)),
+        dot_radius=max(1, round(DOT_RADIUS * scale)),
+        hand_line=max(1, round(2 * scale)),
+        hand_dot_radius=round(DOT_RADIUS * scale),
+        face_dot_radius=round(FACE_DOT_RADIUS * scale),
+    )
+
+
 # The release keeps a hand/face point only if int(x * W) > 0.01 and int(y * H) > 0.01.
 _PIXEL_EPS = 0.01
 
@@ -75,7 +109,7 @@ PALETTE[_HAND_DOT_INDEX], PALETTE[_FACE_DOT_INDEX] = HAND_DOT_COLOUR, FACE_DOT_C
 RELEASE_PALETTE = np.ascontiguousarray(PALETTE[:, ::-1])  # channels reversed, as the weights saw them
 
 
-def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float) -> None:
+def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float, sizes: StrokeSizes) -> None:
     height, width = canvas.shape[:2]
     visible = body[:, 2] > threshold
     for limb, (a, b) in enumerate(BODY_LIMBS):
@@ -87,14 +121,14 @@ def _draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float) -> None:
         angle = math.degrees(math.atan2(ya - yb, xa - xb))
         # (xa + xb) / 2 is numpy's mean of the pair, bit for bit.
         centre = (int((xa + xb) / 2), int((ya + yb) / 2))
-        polygon = cv2.ellipse2Poly(centre, (int(length / 2), LIMB_HALF_WIDTH), int(angle), 0, 360, 1)
+        polygon = cv2.ellipse2Poly(centre, (int(length / 2), sizes.limb_half_width), int(angle), 0, 360, 1)
         cv2.fillConvexPoly(canvas, polygon, _LIMB_INDEX + limb)
     for i in np.flatnonzero(visible):
         centre = (int(body[i, 0] * width), int(body[i, 1] * height))
-        cv2.circle(canvas, centre, DOT_RADIUS, _BODY_DOT_INDEX + int(i), thickness=-1)
+        cv2.circle(canvas, centre, sizes.dot_radius, _BODY_DOT_INDEX + int(i), thickness=-1)
 
 
-def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float) -> None:
+def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float, sizes: StrokeSizes) -> None:
     height, width = canvas.shape[:2]
     for hand in hands:
         # Release: points with score below the threshold get coordinates -1, i.e. int(-W) < 0.
@@ -105,17 +139,17 @@ def _draw_hands(canvas: np.ndarray, hands: np.ndarray, threshold: float) -> None
         for edge, (a, b) in enumerate(HAND_EDGES):
             if shown[a] and shown[b]:
                 end_a, end_b = (int(px[a]), int(py[a])), (int(px[b]), int(py[b]))
-                cv2.line(canvas, end_a, end_b, _HAND_EDGE_INDEX + edge, thickness=2)
+                cv2.line(canvas, end_a, end_b, _HAND_EDGE_INDEX + edge, thickness=sizes.hand_line)
         for i in np.flatnonzero(shown):
-            cv2.circle(canvas, (int(px[i]), int(py[i])), DOT_RADIUS, _HAND_DOT_INDEX, thickness=-1)
+            cv2.circle(canvas, (int(px[i]), int(py[i])), sizes.hand_dot_radius, _HAND_DOT_INDEX, thickness=-1)
 
 
-def _draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float) -> None:
+def _draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float, sizes: StrokeSizes) -> None:
     height, width = canvas.shape[:2]
     for x, y, score in face:
         px, py = int(x * width), int(y * height)
         if score >= threshold and px > _PIXEL_EPS and py > _PIXEL_EPS:
-            cv2.circle(canvas, (px, py), FACE_DOT_RADIUS, _FACE_DOT_INDEX, thickness=-1)
+            cv2.circle(canvas, (px, py), sizes.face_dot_radius, _FACE_DOT_INDEX, thickness=-1)
 
 
 def render_pose_indices(
@@ -129,10 +163,12 @@ def render_pose_indices(
     draw_hands: bool = True,
     draw_face: bool = False,
     threshold: float = 0.3,
+    style: PoseStyle = "release",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """One skeleton picture as uint8 (H, W) indices into :data:`PALETTE`; arguments as for
     :func:`render_pose`. ``out``: a C-contiguous uint8 (H, W) array of zeros to draw into (returned)."""
+    sizes = stroke_sizes(height, width, style)
     body = np.asarray(body, dtype=np.float64)
     if body.shape != (BODY_POINTS, 3):
         raise ValueError(f"body must be ({BODY_POINTS}, 3), got {body.shape}")
@@ -141,17 +177,17 @@ def render_pose_indices(
     elif out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 ({height}, {width}) array")
     if draw_body:
-        _draw_body(out, body, threshold)
+        _draw_body(out, body, threshold, sizes)
     if draw_hands and hands is not None:
         hands = np.asarray(hands, dtype=np.float64)
         if hands.shape != (2, HAND_POINTS, 3):
             raise ValueError(f"hands must be (2, {HAND_POINTS}, 3), got {hands.shape}")
-        _draw_hands(out, hands, threshold)
+        _draw_hands(out, hands, threshold, sizes)
     if draw_face and face is not None:
         face = np.asarray(face, dtype=np.float64)
         if face.shape != (FACE_POINTS, 3):
             raise ValueError(f"face must be ({FACE_POINTS}, 3), got {face.shape}")
-        _draw_face(out, face, threshold)
+        _draw_face(out, face, threshold, sizes)
     return out
 
 
@@ -175,7 +211,9 @@ def render_pose(
     body (20, 3), hands (2, 21, 3) or None, face (68, 3) or None; x, y normalised, score.
     ``draw_body``, ``draw_hands`` (default True), ``draw_face`` (default False) switch the parts; a
     body point is drawn if its score is above ``threshold`` (0.3), a hand or face point if it is
-    not below it (the release's two rules). ``release_channel_order=True`` returns the channels
+    not below it (the release's two rules). ``style``: ``release`` draws the release's absolute
+    stroke sizes (what its weights saw), ``proportional`` scales them with the picture
+    (:func:`stroke_sizes`). ``release_channel_order=True`` returns the channels
     reversed, which is what the released weights were trained on; False returns the drawing as
     the release's code made it.
     """

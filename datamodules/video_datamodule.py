@@ -37,7 +37,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.clips import ClipExample
 from datamodules.colour import yuv420_to_rgb
-from datamodules.pose_render import RELEASE_PALETTE
+from datamodules.pose_render import RELEASE_PALETTE, PoseStyle
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
 from unianimate import demo_cache
 from unianimate.batch import VideoBatch
@@ -170,7 +170,9 @@ class VideoPoseDataModule(L.LightningDataModule):
     epoch's raw tar stream up to the saved position. ``synthetic_root``: when set and the train
     shards are missing, ``prepare_data`` generates the demo dataset there. ``max_failed_tries``:
     tries in a row without a usable sample (a sample skipped, a shard that gave none) after which
-    the stream stops with one error naming the shards and the skip counts, instead of spinning.
+    the stream stops with one error naming the shards and the skip counts, instead of spinning. ``pose_style``: the
+    skeletons' stroke sizes, ``release`` (absolute, what the released weights saw) or
+    ``proportional`` to the picture (:func:`datamodules.pose_render.stroke_sizes`; small demos).
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class VideoPoseDataModule(L.LightningDataModule):
         resampled: bool = False,
         draw_hands: bool = True,
         draw_face: bool = False,
+        pose_style: PoseStyle = "release",
         pose_jitter: bool = False,
         val_batch_size: int | None = None,
         synthetic_root: str | None = None,
@@ -218,14 +221,17 @@ class VideoPoseDataModule(L.LightningDataModule):
             width=width,
             draw_hands=draw_hands,
             draw_face=draw_face,
+            pose_style=pose_style,
             use_latent_cache=use_latent_cache,
         )
         self.train_example = ClipExample(resize=resize, pose_jitter=pose_jitter, **clip_args)
         val_resize = "center_crop" if resize == "random_crop" else resize
-        self.val_example = ClipExample(resize=val_resize, pose_jitter=False, **clip_args)
+        # Held-out clips take their reference from outside the clip (never a copy of a target frame).
+        eval_args = dict(pose_jitter=False, reference_outside_clip=True)
+        self.val_example = ClipExample(resize=val_resize, **eval_args, **clip_args)
         self.test_shards = test_shards or val_shards
         test_args = {**clip_args, "num_frames": test_num_frames or num_frames}
-        self.test_example = ClipExample(resize=val_resize, pose_jitter=False, **test_args)
+        self.test_example = ClipExample(resize=val_resize, **eval_args, **test_args)
         self._train_loader: StatefulDataLoader | None = None
 
     to_float = staticmethod(to_float)

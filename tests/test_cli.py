@@ -100,4 +100,10 @@ def test_test_command_writes_the_metric_table(fitted, demo_root):
         assert key in results
     assert np.isfinite(results["l1"]) and 0 <= results["ssim"] <= 1
     assert results["weights"].startswith("random")  # clearly labelled
-    assert "| psnr" in (results_path.parent / "test_metrics.md").read_text().lower()
+    table = (results_path.parent / "test_metrics.md").read_text()
+    assert "| psnr" in table.lower()
+    # Two baselines beside the model, same clips, same protocol: the floor and the ceiling.
+    for row in ("| model |", "| copy reference |", "| autoencoder reconstruction of the ground truth |"):
+        assert row in table
+    assert set(results["baselines"]) == {"copy_reference", "autoencoder"}
+    assert all(np.isfinite(b["psnr"]) for b in results["baselines"].values())

@@ -291,3 +291,23 @@ def test_crop_without_resize_equals_resize_then_crop():
     box = CropBox(40, 30, 4, 2, 32, 24)  # the source size: the shortcut skips cv2.resize
     resized = np.stack([cv2.resize(f, (30, 40), interpolation=cv2.INTER_LINEAR)[4:36, 2:26] for f in frames])
     assert np.array_equal(apply_box_frames(frames, box), resized)
+
+
+def test_evaluation_references_are_not_target_frames() -> None:
+    """Held-out clips take the reference from frames outside the clip, so copying it is a true floor;
+    training draws it from the whole video (SPEC §5)."""
+    import numpy as np
+
+    from datamodules.clips import ClipExample
+
+    evaluation = ClipExample(8, 1, 64, 48, reference_outside_clip=True)
+    training = ClipExample(8, 1, 64, 48)
+    inside = 0
+    for seed in range(200):
+        clip, ref = evaluation._indices(24, np.random.default_rng(seed))
+        assert 0 <= ref < 24 and ref not in clip
+        clip, ref = training._indices(24, np.random.default_rng(seed))
+        inside += ref in clip
+    assert inside > 0
+    clip, ref = evaluation._indices(8, np.random.default_rng(0))  # no frame outside: any frame
+    assert ref in clip

@@ -23,6 +23,10 @@ def test_demo_paths_resolve_against_the_repository(tmp_path, monkeypatch):
         REPO / ".cache/unianimate/synthetic/train"
     )
     assert demo_cache.resolve("shards/train") == "shards/train"  # the user's own paths: as given
+    # the shipped demo autoencoder is found from any folder
+    assert demo_cache.resolve("assets/demo_vae") == str(REPO / "assets" / "demo_vae")
+    (tmp_path / "assets").mkdir()
+    assert demo_cache.resolve("assets") == "assets"  # one of the user's own, where it exists
     dm = VideoPoseDataModule(
         ".cache/unianimate/synthetic/train", synthetic_root=".cache/unianimate/synthetic"
     )

@@ -219,3 +219,41 @@ def test_merged_snapshots_equal_one_process(tmp_path):
     for name in ("l1", "psnr", "ssim", "lpips", "fvd"):
         assert got[name] == pytest.approx(expected[name], rel=1e-9), name
     assert ranks[0].compute()["num_videos"] == 1  # snapshots leave the sources as they were
+
+
+def test_baselines_beside_the_model(demo_root):
+    """Copy reference and autoencoder reconstruction: their own accumulators, the same protocol."""
+    from unianimate.batch import VideoBatch
+    from unianimate.metrics.baselines import NAMES, BaselineMetrics, copy_reference, format_rows
+    from unianimate.models.frozen import FrozenEncoders
+
+    encoders = FrozenEncoders(str(demo_root / "tiny_clip"), str(demo_root / "tiny_vae"))
+    model_metrics = VideoMetrics(EvalProtocol(resolution=(16, 16)))
+    g = torch.Generator().manual_seed(0)
+    video, reference = (
+        torch.rand(2, 3, 4, 16, 16, generator=g) * 2 - 1,
+        torch.rand(2, 3, 16, 16, generator=g) * 2 - 1,
+    )
+    baselines = BaselineMetrics(model_metrics)
+    batch = VideoBatch(
+        pose=torch.zeros(2, 3, 4, 16, 16),
+        ref_pose=torch.zeros(2, 3, 16, 16),
+        ref_image=reference,
+        video=video,
+    )
+    baselines.update(batch, encoders, seed=5)
+    results = baselines.compute()
+    assert set(results) == set(NAMES) and model_metrics.num_videos == 0  # the model's row is untouched
+    target, ref01 = (video + 1) / 2, (reference + 1) / 2
+    copied = copy_reference(ref01, 4)
+    assert torch.equal(copied[:, :, 3], ref01)
+    expected = fm.l1(copied.transpose(1, 2).flatten(0, 1), target.transpose(1, 2).flatten(0, 1)).mean()
+    assert results["copy_reference"]["l1"] == pytest.approx(float(expected), rel=1e-12)
+    latents = encoders.encode_video(video, torch.Generator().manual_seed(5))
+    recon = (encoders.decode_video(latents) + 1) / 2
+    expected = fm.psnr(recon.transpose(1, 2).flatten(0, 1), target.transpose(1, 2).flatten(0, 1)).mean()
+    assert results["autoencoder"]["psnr"] == pytest.approx(float(expected), rel=1e-6)
+    model_metrics.update(target, target.clamp(0.1, 0.9))
+    table = format_rows(model_metrics.compute(), results)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines] == ["", "model", *NAMES.values()]

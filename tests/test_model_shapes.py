@@ -206,3 +206,29 @@ def test_runs_with_bfloat16_weights() -> None:
     with torch.no_grad():
         out = model(x.bfloat16(), t, cond)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_condition_encoders_follow_the_latent_size() -> None:
+    """A /4 autoencoder (the demo's): 64x48 pictures give 16x12 features, as its latents are; for /8
+    latents the encoders pool to half the picture size first, exactly as the release does."""
+    from model_helpers import tiny_unianimate
+
+    from unianimate.models.condition_encoders import PixelEncoder
+
+    torch.manual_seed(0)
+    encoder = PixelEncoder(8, 32)
+    pictures = torch.rand(2, 3, 3, 64, 48)
+    assert encoder(pictures, (16, 12)).shape == (2, 8, 3, 16, 12)
+    assert torch.equal(encoder(pictures, (8, 6)), encoder(pictures))  # the release's (H/2, W/2) pool
+    model = tiny_unianimate()
+    b, f = 2, 3
+    cond = Conditions(
+        pose=torch.rand(b, 3, f, 64, 48),
+        ref_pose=torch.rand(b, 3, 64, 48),
+        ref_latent=torch.randn(b, 4, 16, 12),
+        clip_embed=torch.randn(b, 32),
+        local_image=torch.rand(b, 3, 64, 48),
+    )
+    with torch.no_grad():
+        out = model(torch.randn(b, 4, f, 16, 12), torch.tensor([10, 500]), cond)
+    assert out.shape == (b, 4, f, 16, 12) and torch.isfinite(out).all()

@@ -17,6 +17,7 @@ from datamodules.pose_render import (
     pose_from_release_dict,
     render_pose,
     render_pose_sequence,
+    stroke_sizes,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -198,3 +199,61 @@ def test_release_pictures_of_real_data(name: str) -> None:
     # The other channel order is clearly wrong on the same pixels.
     swapped = np.abs(ours[..., ::-1].astype(np.int16) - seen_by_model).max(-1)
     assert (swapped[skeleton] > 32).mean() > 0.5
+
+
+def _figure_pose() -> PoseSequence:
+    from datamodules.synthetic import make_synthetic_video
+
+    return make_synthetic_video(3, 3, 64, 48, seed=5)[1]
+
+
+def test_proportional_style_is_the_release_style_at_the_release_size() -> None:
+    pose = _figure_pose()
+    for i in range(len(pose)):
+        release = render_pose(pose.body[i], pose.hands[i], None, 768, 512)
+        proportional = render_pose(pose.body[i], pose.hands[i], None, 768, 512, style="proportional")
+        np.testing.assert_array_equal(proportional, release)
+    assert stroke_sizes(768, 512, "proportional") == stroke_sizes(64, 48, "release")
+
+
+def _limb_thickness(height: int, width: int, style: str) -> int:
+    """Rows covered at the middle column by one horizontal limb (neck -> right shoulder; the dots
+    at its ends are far from the middle)."""
+    body = np.zeros((20, 3))
+    body[1], body[2] = (0.25, 0.5, 1.0), (0.75, 0.5, 1.0)
+    picture = render_pose(body, None, None, height, width, style=style, release_channel_order=False)
+    return int((picture[:, width // 2].max(-1) > 0).sum())
+
+
+def test_proportional_strokes_scale_with_the_picture() -> None:
+    # The release draws a 9-pixel-wide limb at every size: at 64x48 a fifth of the picture's width.
+    assert [_limb_thickness(h, w, "release") for h, w in ((64, 48), (256, 192), (768, 512))] == [9, 9, 9]
+    # Proportional: 2 * round(4 * min(H, W) / 512) + 1 rows, at least 3.
+    assert [_limb_thickness(h, w, "proportional") for h, w in ((64, 48), (256, 192), (768, 512))] == [3, 5, 9]
+    pose = _figure_pose()
+    release = render_pose(pose.body[0], pose.hands[0], None, 64, 48)
+    proportional = render_pose(pose.body[0], pose.hands[0], None, 64, 48, style="proportional")
+    # The same skeleton, drawn thin: it covers well under half the pixels of the release's blobs.
+    lit_release, lit_proportional = release.max(-1) > 0, proportional.max(-1) > 0
+    assert lit_proportional.sum() < 0.5 * lit_release.sum()
+    assert lit_proportional.sum() > 0.15 * lit_release.sum()
+    # Thin strokes hide nothing: every limb and dot colour of the release's picture is still seen,
+    # and more (limbs and dots its overlapping blobs cover up).
+    colours = {tuple(c) for c in proportional.reshape(-1, 3)}
+    assert colours > {tuple(c) for c in release.reshape(-1, 3)}
+    with pytest.raises(ValueError, match="pose style"):
+        render_pose(pose.body[0], None, None, 64, 48, style="thin")
+
+
+def test_demo_config_draws_proportional_skeletons(tmp_path) -> None:
+    """configs/demo.yaml chooses the proportional style, and its training clips are drawn with it."""
+    import yaml
+
+    from datamodules.clips import ClipExample
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
+    assert demo["data"]["init_args"]["pose_style"] == "proportional"
+    pose = _figure_pose()
+    thin = ClipExample(2, 1, 64, 48, pose_style="proportional")._render(pose)
+    blobs = ClipExample(2, 1, 64, 48)._render(pose)
+    assert (thin > 0).sum() < 0.5 * (blobs > 0).sum()

@@ -218,7 +218,9 @@ def write_json(results: dict, path: str | Path) -> None:
     """Write results as strict JSON; non-finite floats (PSNR of identical frames) become strings."""
 
     def clean(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
         return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({k: clean(v) for k, v in results.items()}, indent=2) + "\n")
+    Path(path).write_text(json.dumps(clean(results), indent=2) + "\n")

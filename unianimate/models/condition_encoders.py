@@ -41,9 +41,11 @@ class FrameTransformer(nn.Module):
 
 
 class PixelEncoder(nn.Module):
-    """Pictures in [0, 1] at pixel size -> features at latent size (/8), then the frame transformer.
+    """Pictures in [0, 1] at pixel size -> features at latent size, then the frame transformer.
 
-    conv 3 -> hidden, SiLU, average pool to (H/2, W/2), conv stride 2, SiLU, conv stride 2 -> out.
+    conv 3 -> hidden, SiLU, average pool to 4x the latent size, conv stride 2, SiLU, conv stride 2
+    -> out. With the SD VAE (/8) the pool goes to (H/2, W/2), as in the release; a /4 autoencoder
+    (the demo's) pools to (H, W), i.e. not at all. ``latent_size`` (h, w) defaults to (H/8, W/8).
     """
 
     def __init__(self, out_channels: int, hidden_channels: int, backend: AttentionBackend = "sdpa") -> None:
@@ -53,18 +55,23 @@ class PixelEncoder(nn.Module):
         self.conv3 = nn.Conv2d(hidden_channels, out_channels, 3, stride=2, padding=1)
         self.frame_transformer = FrameTransformer(out_channels, backend=backend)
 
-    def encode_frames(self, x: Tensor) -> Tensor:
-        """Per-frame convolutions only. x: b 3 f H W -> b c f H/8 W/8."""
+    def encode_frames(self, x: Tensor, latent_size: tuple[int, int] | None = None) -> Tensor:
+        """Per-frame convolutions only. x: b 3 f H W -> b c f h w ((h, w) = ``latent_size``)."""
         b, _, _, height, width = x.shape
         y = F.silu(self.conv1(rearrange(x, "b c f h w -> (b f) c h w")))
-        # The release pools to half its configured resolution; that is half the input size.
-        y = F.adaptive_avg_pool2d(y, (height // 2, width // 2))
+        # The release pools to half its configured resolution, i.e. half the input size; 4x the
+        # latent size is the same thing for /8 latents and gives the latent size for any other.
+        pooled = (
+            (height // 2, width // 2) if latent_size is None else (4 * latent_size[0], 4 * latent_size[1])
+        )
+        if pooled != (height, width):  # pooling to the same size is the identity: skip it
+            y = F.adaptive_avg_pool2d(y, pooled)
         y = self.conv3(F.silu(self.conv2(y)))
         return rearrange(y, "(b f) c h w -> b c f h w", b=b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: b 3 f H W -> b c f H/8 W/8."""
-        return self.frame_transformer(self.encode_frames(x))
+    def forward(self, x: Tensor, latent_size: tuple[int, int] | None = None) -> Tensor:
+        """x: b 3 f H W -> b c f h w ((h, w) = ``latent_size``, default (H/8, W/8))."""
+        return self.frame_transformer(self.encode_frames(x, latent_size))
 
 
 class LatentEncoder(nn.Module):

@@ -105,7 +105,8 @@ class FrozenEncoders(nn.Module):
         clip_path: a ``CLIPModel`` folder (vision tower with projection + text tower).
         vae_path: an ``AutoencoderKL`` folder.
         vae_chunk: frames per VAE call when encoding or decoding videos (bounds memory).
-        scaling_factor: latent scale (SD 2.1: 0.18215).
+        scaling_factor: latent scale; ``None`` (default) takes the VAE config's ``scaling_factor``
+            (SD 2.1: 0.18215; the demo autoencoder: 1 / std of its latents).
         make_tiny_if_missing: create tiny random-weight folders at the paths when they are
             absent (the demo's embedded default), only inside the demo cache
             (``.cache/unianimate``, unianimate/demo_cache.py): a missing path anywhere else is an
@@ -119,7 +120,7 @@ class FrozenEncoders(nn.Module):
         clip_path: str,
         vae_path: str,
         vae_chunk: int = 8,
-        scaling_factor: float = 0.18215,
+        scaling_factor: float | None = None,
         make_tiny_if_missing: bool = False,
         sample_posterior: bool = True,
     ) -> None:
@@ -138,7 +139,9 @@ class FrozenEncoders(nn.Module):
         self.vae = AutoencoderKL.from_pretrained(vae_folder)
         self.vae_chunk = vae_chunk
         self.sample_posterior = sample_posterior
-        self.scaling_factor = scaling_factor
+        self.scaling_factor = float(
+            self.vae.config.scaling_factor if scaling_factor is None else scaling_factor
+        )
         self.clip_size = clip.config.vision_config.image_size
         self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)

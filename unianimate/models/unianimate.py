@@ -159,7 +159,7 @@ class UniAnimate(nn.Module):
         if self.ref_pose_encoder is not None:
             if cond.ref_pose is None:
                 raise ValueError("cond.ref_latent needs cond.ref_pose (the reference image's own skeleton)")
-            ref = ref + self.ref_pose_encoder(cond.ref_pose[:, :, None])
+            ref = ref + self.ref_pose_encoder(cond.ref_pose[:, :, None], (h, w))
         return _zero_dropped(ref, cond.drop.get("reference"))
 
     def concat_features(self, cond: Conditions, x: Tensor) -> Tensor:
@@ -173,11 +173,11 @@ class UniAnimate(nn.Module):
                 )
             # The release feeds the first frame repeated over the f frames: run the convs once and
             # the frame transformer on the f copies.
-            feats = self.local_image_encoder.encode_frames(cond.local_image[:, :, None])
+            feats = self.local_image_encoder.encode_frames(cond.local_image[:, :, None], (h, w))
             feats = self.local_image_encoder.frame_transformer(repeat(feats, "b c 1 h w -> b c f h w", f=f))
             concat = concat + _zero_dropped(feats, cond.drop.get("local_image"))
         if cond.pose is not None:
-            concat = concat + _zero_dropped(self.pose_encoder(cond.pose), cond.drop.get("pose"))
+            concat = concat + _zero_dropped(self.pose_encoder(cond.pose, (h, w)), cond.drop.get("pose"))
         return concat
 
     def denoise(
