@@ -218,16 +218,17 @@ def encode_sample(
     meta: dict,
     gop: int | None = DEFAULT_GOP,
     fast_decode: bool = True,
+    crf: int = 18,
 ) -> dict:
-    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``); ``gop``, ``fast_decode`` as
-    for :func:`encode_mp4`."""
+    """One WebDataset sample dict (for ``webdataset.ShardWriter.write``); ``gop``, ``fast_decode``,
+    ``crf`` as for :func:`encode_mp4` (``crf=0``: lossless)."""
     if len(pose) != len(frames):
         raise ValueError(f"{key}: {len(frames)} frames but {len(pose)} pose frames")
     info = {"fps": fps, "height": frames.shape[1], "width": frames.shape[2], "frames": len(frames)}
     info.update(meta)
     return {
         "__key__": key,
-        "mp4": encode_mp4(frames, fps, gop=gop, fast_decode=fast_decode),
+        "mp4": encode_mp4(frames, fps, crf=crf, gop=gop, fast_decode=fast_decode),
         "pose.npz": pose.to_npz_bytes(),
         "json": json.dumps(info).encode(),
     }

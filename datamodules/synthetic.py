@@ -269,10 +269,13 @@ def write_synthetic_shards(
                 identity = identities[i % len(identities)]
                 frames, pose = make_synthetic_video(identity, num_frames, height, width, seed * 1_000_003 + i)
                 meta = {"source": "synthetic", "licence": "CC0", "identity": identity, "split": split_name}
-                # Encoded as before short GOPs and fastdecode: the demo data, and so the stored
-                # golden loss curve, stay bit-identical (tiny videos decode fast either way).
+                # Lossless (crf 0): libx264 does not always make the same decisions for the same
+                # frames (seen here: two bitstreams from one input, even with threads=1), and at
+                # crf 18 different decisions decode to different pixels, so the demo data (and the
+                # stored golden loss curve) changed from one generation to the next. Lossless
+                # streams decode to the same 4:2:0 pixels whatever the encoder decided.
                 sample = encode_sample(
-                    f"{split_name}-{i:06d}", frames, FPS, pose, meta, gop=None, fast_decode=False
+                    f"{split_name}-{i:06d}", frames, FPS, pose, meta, gop=None, fast_decode=False, crf=0
                 )
                 writer.write(sample)
         partial.replace(path)
