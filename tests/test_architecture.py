@@ -101,7 +101,7 @@ def test_renamed_key_in_a_config_file(tmp_path):
     assert renamed_keys(["fit", "--config", str(new)]) == []
 
 
-def test_dropout_for_a_condition_the_denoiser_lacks_is_an_error():
+def test_dropout_for_a_condition_the_denoiser_lacks_is_named(recwarn):
     from model_helpers import tiny_unianimate
 
     from unianimate.module import _check_dropout
@@ -109,7 +109,9 @@ def test_dropout_for_a_condition_the_denoiser_lacks_is_an_error():
     model = tiny_unianimate()
     uses = model.conditions - {"local_image"}
     _check_dropout(ConditionDropout(), uses)  # defaults: nothing set, nothing to say
-    with pytest.raises(ValueError, match="p_local_image=0.3"):
+    _check_dropout(ConditionDropout(p_local_image=0.0), uses)  # "never drop it": consistent
+    assert not recwarn.list
+    with pytest.warns(UserWarning, match="p_local_image=0.3 has no effect"):
         _check_dropout(ConditionDropout(p_local_image=0.3), uses)
 
 

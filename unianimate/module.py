@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from unianimate.batch import VideoBatch
@@ -285,13 +286,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def _check_dropout(dropout: ConditionDropout, uses: frozenset[str]) -> None:
-    """No knob that does nothing: a dropout probability changed from its default for a condition
-    the denoiser does not use is an error."""
+    """No knob that silently does nothing: a dropout probability set (above 0, changed from its
+    default) for a condition the denoiser does not use is named in one warning line."""
     defaults = {f.name: f.default for f in fields(ConditionDropout)}
     for name, field_name in DROPPED_FIELD.items():
         p = getattr(dropout, f"p_{name}")
-        if field_name not in uses and p != defaults[f"p_{name}"]:
-            raise ValueError(
-                f"dropout.p_{name}={p} drops a condition this denoiser does not use ({field_name}); "
-                "remove the setting"
+        if field_name not in uses and p > 0 and p != defaults[f"p_{name}"]:
+            rank_zero_warn(
+                f"dropout.p_{name}={p} has no effect: this denoiser does not use {field_name}", stacklevel=2
             )
