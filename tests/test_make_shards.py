@@ -166,7 +166,10 @@ def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
     assert decode_mp4(sample["mp4"], [0]).shape == (1, 256, 160, 3)
     # ... and the shard set trains the demo model (the README's command, shortened).
     from unianimate.cli import main  # lazy: the shard tests above need no model
+    from unianimate.models.frozen import make_tiny_clip
 
+    # Stand-ins are only generated inside the demo cache: a path given explicitly must exist.
+    make_tiny_clip(tmp_path / "tiny_clip")
     shards, run = str(tmp_path / "shards"), tmp_path / "run"
     cli = main(
         [
@@ -181,7 +184,7 @@ def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
             "--model.long_video.segment_frames=4",
             "--model.sampler.init_args.num_steps=2",
             f"--model.encoders.init_args.clip_path={tmp_path / 'tiny_clip'}",
-            f"--model.encoders.init_args.vae_path={tmp_path / 'tiny_vae'}",
+            "--model.encoders.init_args.make_tiny_if_missing=false",
             f"--evaluation.random_metric_weights={tmp_path / 'metric_weights'}",
             "--trainer.max_steps=3",
             "--trainer.val_check_interval=3",
