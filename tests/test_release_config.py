@@ -82,21 +82,9 @@ def test_print_config_shows_init_weights(tmp_path):
 
 def _tiny_clip_64(path: Path) -> None:
     """A tiny CLIP whose text width and projection are 64: the tiny fixture's context and image width."""
-    from transformers import CLIPConfig, CLIPModel
+    from unianimate.models.frozen import make_tiny_clip
 
-    torch.manual_seed(0)
-    text = dict(
-        vocab_size=49408, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)).save_pretrained(path)
+    make_tiny_clip(path, projection_dim=64, text_width=64)
 
 
 def _tiny_fixture_denoiser(path: Path) -> Path:

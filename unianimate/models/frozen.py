@@ -54,7 +54,7 @@ def _is_vae(config: dict) -> bool:
     return config.get("_class_name") == "AutoencoderKL"
 
 
-def make_tiny_clip(path: str | Path, projection_dim: int = 32, seed: int = 0) -> Path:
+def make_tiny_clip(path: str | Path, projection_dim: int = 32, seed: int = 0, text_width: int = 32) -> Path:
     """Write a tiny random-weight ``CLIPModel`` folder (the demo's and the tests' stand-in for ViT-H/14)."""
     from transformers import CLIPConfig, CLIPModel
 
@@ -62,7 +62,7 @@ def make_tiny_clip(path: str | Path, projection_dim: int = 32, seed: int = 0) ->
     config = CLIPConfig(
         text_config=dict(
             vocab_size=49408,
-            hidden_size=32,
+            hidden_size=text_width,  # the empty-text tokens' width: the denoiser's context_dim
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
