@@ -239,6 +239,16 @@ def make_synthetic_video(
     return frames, PoseSequence(_with_scores(body), _with_scores(hands))
 
 
+def figure_mask(identity: int, frames: np.ndarray, threshold: int = 24) -> np.ndarray:
+    """Where the figure is: bool (f, H, W) for uint8 frames (f, H, W, 3) of ``identity`` as
+    :func:`make_synthetic_video` renders them. The background is drawn exactly
+    (:func:`draw_background`), so a pixel is the figure's when some channel differs from it by more
+    than ``threshold`` levels (faint anti-aliased edge pixels stay out)."""
+    height, width = frames.shape[1:3]
+    background = draw_background(identity_appearance(identity), height, width).astype(np.int16)
+    return np.abs(frames.astype(np.int16) - background).max(axis=-1) > threshold
+
+
 def write_synthetic_shards(
     out_dir: str | Path,
     num_videos: int,
