@@ -86,10 +86,11 @@ def test_figure_mask_finds_the_figure_and_nothing_else():
 
 
 def _flat(tree, prefix=""):
+    """A nested config as {dotted key: value}, without the ``init_args`` levels."""
     if isinstance(tree, dict):
         out = {}
         for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(_flat(value, prefix if key == "init_args" else f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): tree}
 
@@ -113,7 +114,7 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
         f"--evaluation.random_metric_weights={demo_root / 'metric_weights'}",
     ]
     settings = study.Settings(steps=2, test_batches=1, long_videos=2, long_frames=24, overrides=overrides)
-    arms = ["full", "no_reference_guidance", "mamba_causal"]
+    arms = ["full", "mamba_causal"]
     out = tmp_path / "study"
     results = study.run_study(settings, out, arms)
 
@@ -144,21 +145,6 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
     np.testing.assert_allclose(lv["copy_reference"]["psnr"], expected, rtol=1e-6)
     assert masks.shape == (2, 24, 64, 48) and ref_masks.shape == (2, 64, 48) and masks.any()
 
-    # The arms differ from the full one in their ablated setting only.
-    configs = {arm: _flat(yaml.safe_load(_config(out, arm).read_text())) for arm in arms}
-    for arm in arms[1:]:
-        differ = {
-            k
-            for k in configs["full"].keys() | configs[arm].keys()
-            if configs["full"].get(k) != configs[arm].get(k) and "root_dir" not in k and "save_dir" not in k
-        }
-        if arm == "no_reference_guidance":  # p_reference drops a condition this model does not have
-            assert differ == {"model.denoiser.init_args.reference_guidance", "model.dropout.p_reference"}
-        else:
-            assert differ and all(
-                k.startswith("model.denoiser.init_args.unet.init_args.temporal") for k in differ
-            )
-
     report = (out / "study.md").read_text()
     for label in [*arms, "copy reference", "LPIPS ↓ (random weights)", "chain", "window", "independent"]:
         assert label in report
@@ -167,8 +153,65 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
     # A rerun with the same settings reads the finished arms back; other settings are refused.
     again = study.run_study(settings, out, arms)
     assert json.dumps(again, sort_keys=True) == json.dumps(json.loads(json.dumps(results)), sort_keys=True)
+    # An arm whose results were lost resumes its last checkpoint (here: the end) and measures the same.
+    (out / "arms" / "full.json").unlink()
+    resumed = study.run_study(settings, out, ["full"])["full"]
+    assert resumed["resumed_from"].endswith("last.ckpt") and results["full"]["resumed_from"] is None
+    # Same weights and EMA, so the same videos up to float32 noise (a restored model's tensors may
+    # take other CPU kernels than the trained ones in memory).
+    assert resumed["steps"] == 2
+    for key in ("l1", "psnr", "ssim"):
+        assert resumed["test"][key] == pytest.approx(results["full"]["test"][key], rel=1e-5)
+    chain = results["full"]["long_video"]["chain"]["psnr"]
+    assert resumed["long_video"]["chain"]["psnr"] == pytest.approx(chain, rel=1e-5)
+    assert "resumed: not comparable" in (out / "study.md").read_text()
     with pytest.raises(InputError, match="other settings"):
         study.run_study(study.Settings(steps=3, overrides=overrides), out, ["full"])
+
+
+def test_arms_differ_from_full_in_their_ablated_setting_only(tmp_path):
+    from unianimate.cli import main
+
+    settings = study.Settings(steps=2)
+    configs, temporal_modules = {}, {}
+    for arm in study.ARMS:
+        cli = main(study.arm_args(arm, settings, tmp_path), run=False)  # parsed and built, not run
+        configs[arm] = _flat(yaml.safe_load(cli.parser.dump(cli.config)))
+        temporal_modules[arm] = {
+            (type(m).__name__, getattr(m, "bidirectional", None))
+            for m in cli.model.denoiser.modules()
+            if type(m).__name__ in ("TemporalMamba", "TemporalTransformer")
+        }
+    temporal = "model.denoiser.unet.temporal"
+    assert configs["full"][temporal] == "transformer"
+    expected = {
+        "no_reference_pose": {"model.denoiser.reference_pose": False},
+        # p_reference drops a condition this model does not have: the same arithmetic either way.
+        "no_reference_guidance": {
+            "model.denoiser.reference_guidance": False,
+            "model.dropout.p_reference": 0.0,
+        },
+        "no_first_frame": {"model.objective.p_first_frame": 0.0},
+    }
+    for arm, config in configs.items():
+        differ = {
+            k: config.get(k)
+            for k in configs["full"].keys() | config.keys()
+            if configs["full"].get(k) != config.get(k) and "root_dir" not in k and "save_dir" not in k
+        }
+        if arm == "full":
+            assert differ == {}
+        elif arm in expected:
+            assert differ == expected[arm]
+        elif arm == "mamba_bidirectional":
+            assert differ == {temporal: "mamba"}
+        else:  # the temporal module and its own settings only
+            assert differ[f"{temporal}.class_path"] == "unianimate.models.temporal.MambaTemporal"
+            assert differ[f"{temporal}.bidirectional"] is False
+            assert all(k.startswith(temporal) for k in differ)
+    assert temporal_modules["full"] == {("TemporalTransformer", None)}
+    assert temporal_modules["mamba_bidirectional"] == {("TemporalMamba", True)}
+    assert temporal_modules["mamba_causal"] == {("TemporalMamba", False)}
 
 
 def _config(out, arm):

@@ -225,6 +225,11 @@ def run_arm(arm: str, settings: Settings, out: Path) -> dict:
     cli = cli_main(["fit", *arm_args(arm, settings, out), f"--ckpt_path={LAST_IF_ANY}"])
     fit_wall, fit_cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    if trainer.global_step < trainer.max_steps:
+        raise RuntimeError(
+            f"arm {arm}: training stopped at step {trainer.global_step} of {trainer.max_steps}"
+        )
+    resumed_from = trainer.ckpt_path  # then the fit times cover the rest of the training only
     trainer.test(module, datamodule=datamodule)
     tested = json.loads((Path(trainer.log_dir) / "test_metrics.json").read_text())
     print(
@@ -239,6 +244,7 @@ def run_arm(arm: str, settings: Settings, out: Path) -> dict:
         "steps": trainer.global_step,
         "fit_wall_s": fit_wall,
         "fit_cpu_s": fit_cpu,
+        "resumed_from": resumed_from,
         "test": {k: v for k, v in tested.items() if k != "baselines"},
         "baselines": tested["baselines"],
         "long_video": measure_long_video(module, batch.to(module.device), masks, ref_masks),

@@ -29,6 +29,8 @@ def arms_table(results: dict[str, dict]) -> str:
     for arm, r in results.items():
         cells = [_fmt(k, float(r["test"][k])) for k in names]
         ratio = f"{r['fit_cpu_s'] / full_cpu:.2f}" if full_cpu else "-"
+        if full_cpu and (r.get("resumed_from") or results["full"].get("resumed_from")):
+            ratio += " (resumed: not comparable)"
         lines.append(
             f"| {arm} | " + " | ".join(cells) + f" | {r['steps']} | {r['fit_cpu_s']:.0f} | {ratio} |"
         )
