@@ -23,7 +23,8 @@ neighbouring frames inside segments, and the figure's mean colour against the re
 (:mod:`unianimate.metrics.drift`). Writes ``study.md``, ``study.json`` and ``drift.png`` under
 ``--out``; each arm's results are kept in ``arms/<arm>.json`` as soon as it is done, so a rerun with
 the same settings continues where a stopped one ended (an arm's training resumes from its last
-checkpoint). ``--quick``: the same path with 30 steps, one test batch and one long video of 64
+checkpoint; the settings are compared, not the contents of the config files: after changing one,
+use a new ``--out``). ``--quick``: the same path with 30 steps, one test batch and one long video of 64
 frames (a check that everything runs, in minutes; its numbers say nothing about the method).
 """
 
