@@ -309,9 +309,9 @@ def write_synthetic_shards(
 
 def ensure_synthetic_dataset(
     root: str | Path,
-    num_train: int = 64,
+    num_train: int = 256,
     num_val: int = 8,
-    num_train_identities: int = 16,
+    num_train_identities: int = 256,
     num_frames: int = 24,
     height: int = 64,
     width: int = 48,
@@ -320,7 +320,10 @@ def ensure_synthetic_dataset(
     """Generate ``root/train`` and ``root/val`` shards unless a matching manifest is already there.
 
     Train videos cycle through identities 0 .. num_train_identities - 1; validation uses held-out
-    identities (numbered from 10_000) so it measures animating an unseen appearance.
+    identities (numbered from 10_000) so it measures animating an unseen appearance. The demo's
+    default is one identity per training video, 256 of them (7 s to render here): with 16 the
+    tiny model learned those 16 appearances instead of copying the reference, and scored 0.9 dB
+    lower on held-out identities after the same 1,000 steps (1,024 identities gave no further gain).
     """
     root = Path(root)
     val_identities = list(range(10_000, 10_000 + max(1, num_val)))
@@ -333,6 +336,7 @@ def ensure_synthetic_dataset(
         directory = root / split
         split_seed = seed if split == "train" else seed + 1  # no motion shared between the splits
         wanted = {"samples": count, "frames_per_video": num_frames, "height": height, "width": width}
+        wanted["identities"] = sorted(set(identities[:count]))
         wanted["seed"] = split_seed
         manifest_path = directory / "manifest.json"
         if manifest_path.exists():

@@ -114,6 +114,14 @@ def test_ensure_generates_once(tmp_path: Path) -> None:
     assert len(bigger["train"]) == 3
 
 
+def test_ensure_regenerates_for_other_identities(tmp_path: Path) -> None:
+    # A cache made with fewer identities (the old demo default: 16) must not be reused silently.
+    ensure_synthetic_dataset(tmp_path, num_train=8, num_val=1, num_train_identities=2, num_frames=12)
+    ensure_synthetic_dataset(tmp_path, num_train=8, num_val=1, num_train_identities=8, num_frames=12)
+    train = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    assert train["identities"] == list(range(8))
+
+
 def test_tar_readable_by_webdataset(tmp_path: Path) -> None:
     import webdataset as wds
 

@@ -40,7 +40,9 @@ HELD_OUT_IDENTITIES = range(10_000, 10_008)  # the demo's validation identities
 TRAIN_IDENTITY_BASE = 20_000  # training identities, disjoint from the demo's held-out ones
 
 
-def build_vae(channels: tuple[int, ...] = (32, 64, 64), attention: bool = False) -> AutoencoderKL:
+def build_vae(
+    channels: tuple[int, ...] = (32, 64, 64), attention: bool = False, latent_channels: int = 4
+) -> AutoencoderKL:
     """The demo architecture: three levels (/4), 4 latent channels; by default no attention in the
     middle block (a purely convolutional autoencoder, as cheap on CPU as it gets)."""
     return AutoencoderKL(
@@ -48,7 +50,7 @@ def build_vae(channels: tuple[int, ...] = (32, 64, 64), attention: bool = False)
         up_block_types=("UpDecoderBlock2D",) * len(channels),
         block_out_channels=tuple(channels),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=8,
         sample_size=HEIGHT,
         mid_block_add_attention=attention,
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    parser.add_argument("--latent-channels", type=int, default=4)
     parser.add_argument("--attention", action="store_true", help="self-attention in the middle block")
     parser.add_argument("--crop", type=int, default=32, help="train on random square crops (0: whole frames)")
     parser.add_argument("--log-every", type=int, default=250)
@@ -113,7 +116,7 @@ def main() -> None:
         f"data: {len(train)} training frames, {len(held_out)} held-out frames ({time.perf_counter() - start:.0f} s)"
     )
 
-    vae = build_vae(tuple(args.channels), args.attention)
+    vae = build_vae(tuple(args.channels), args.attention, args.latent_channels)
     print(f"AutoencoderKL: {sum(p.numel() for p in vae.parameters()):,} parameters")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = 100
