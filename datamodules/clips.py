@@ -248,14 +248,18 @@ class ClipExample:
             latents, embeds = _load_npy(sample["latents.npy"]), _load_npy(sample["clip.npy"])
             meta = json.loads(sample["json"])
             src_h, src_w = int(meta["height"]), int(meta["width"])
+            # Caches written before the factor was recorded all came from SD's /8 VAE.
+            factor = int(meta.get("latent_cache", {}).get("downsample", 8))
         except Exception as exn:
             raise SkipSample("bad_latents", repr(exn)) from exn
         if latents.ndim != 4 or latents.shape[0] != len(pose) or embeds.shape[0] != len(pose):
             raise SkipSample(
                 "bad_latents", f"latents {latents.shape}, clip {embeds.shape}, {len(pose)} poses"
             )
-        if (latents.shape[2] * 8, latents.shape[3] * 8) != (self.height, self.width):
-            raise SkipSample("latent_size", f"latents {latents.shape[2:]} for {self.height}x{self.width}")
+        if (latents.shape[2] * factor, latents.shape[3] * factor) != (self.height, self.width):
+            raise SkipSample(
+                "latent_size", f"latents {latents.shape[2:]} (/{factor}) for {self.height}x{self.width}"
+            )
         clip, ref = self._indices(len(pose), rng)
         box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)  # as the cache
         latent = torch.from_numpy(latents[clip].astype(np.float32))

@@ -1,7 +1,7 @@
 """Latent-cache shards: VAE latents and CLIP embeddings computed once, so training skips the encoders.
 
 A cache sample keeps the source sample's ``pose.npz`` and ``json`` and replaces the ``mp4`` by
-``latents.npy`` (f, 4, H/8, W/8: the scaled posterior mean of every frame at the training size) and
+``latents.npy`` (f, c, H/d, W/d, d the VAE's downsampling, recorded in the ``json``: the scaled posterior mean of every frame at the training size) and
 ``clip.npy`` (f, d: the CLIP image embedding of every frame, any of which can be the reference).
 Frames are resized with the deterministic transform the DataModule applies (``center_crop`` or
 ``stretch``), so the poses it renders line up. Read them with
@@ -53,7 +53,12 @@ def cache_sample(
     latents = encoders.encode_images(pixels)  # f 4 h w, posterior mean when sample_posterior=False
     embeds = torch.cat([encoders.encode_clip(chunk) for chunk in pixels.split(encoders.vae_chunk)])
     meta = json.loads(sample["json"])
-    meta["latent_cache"] = {"height": height, "width": width, "resize": resize}
+    meta["latent_cache"] = {
+        "height": height,
+        "width": width,
+        "resize": resize,
+        "downsample": encoders.downsample_factor,  # 8 for SD's VAE, 4 for the demo autoencoder
+    }
     return {
         "__key__": sample["__key__"],
         "pose.npz": sample["pose.npz"],

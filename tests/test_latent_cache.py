@@ -53,6 +53,17 @@ def test_cached_latents_give_the_same_loss(demo_root, tmp_path, dtype, rtol):
     assert loss_b.item() == pytest.approx(loss_a.item(), rel=rtol)
 
 
+def test_cache_of_the_demo_autoencoder_is_read(demo_root, tmp_path):
+    # Before: the reader assumed /8 latents and skipped every sample of a /4 autoencoder's cache.
+    encoders = FrozenEncoders(
+        str(demo_root / "tiny_clip"), str(REPO / "assets" / "demo_vae"), sample_posterior=False
+    )
+    assert encoders.downsample_factor == 4
+    build_latent_cache(str(demo_root / "synthetic" / "train"), tmp_path, encoders, 64, 48, progress=False)
+    batch = first_batch(str(tmp_path), cache=True)
+    assert batch.latent.shape[-2:] == (16, 12) and batch.ref_latent.shape[-2:] == (16, 12)
+
+
 def test_cache_refuses_sampled_posteriors_and_random_crops(demo_root, tmp_path):
     encoders = FrozenEncoders(str(demo_root / "tiny_clip"), str(demo_root / "tiny_vae"))
     with pytest.raises(ValueError, match="sample_posterior=False"):
