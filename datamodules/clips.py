@@ -190,8 +190,9 @@ class ClipExample:
             return clip, int(others[rng.integers(len(others))])
         return clip, int(rng.integers(length))
 
-    def _render(self, pose: PoseSequence) -> torch.Tensor:
-        """uint8 (f, H, W) skeletons as indices into :data:`datamodules.pose_render.PALETTE`."""
+    def render(self, pose: PoseSequence) -> torch.Tensor:
+        """uint8 (f, H, W) skeletons as indices into :data:`datamodules.pose_render.PALETTE`, drawn
+        as this example draws them (size, hands, face, style)."""
         frames = render_pose_index_sequence(
             pose,
             self.height,
@@ -210,8 +211,8 @@ class ClipExample:
             clip_pose = random_pose_jitter(clip_pose, rng)
         clip_pose = apply_box_pose(clip_pose, box)
         return {
-            "pose": self._render(clip_pose),
-            "ref_pose": self._render(apply_box_pose(ref_pose, box))[0],
+            "pose": self.render(clip_pose),
+            "ref_pose": self.render(apply_box_pose(ref_pose, box))[0],
             # The driving body keypoints in the clip's frame (f, 20, 3): pose-fidelity metrics.
             "keypoints": torch.from_numpy(np.ascontiguousarray(clip_pose.body, dtype=np.float32)),
         }

@@ -1,11 +1,11 @@
 """Latent-cache shards: VAE latents and CLIP embeddings computed once, so training skips the encoders.
 
 A cache sample keeps the source sample's ``pose.npz`` and ``json`` and replaces the ``mp4`` by
-``latents.npy`` (f, c, H/d, W/d, d the VAE's downsampling, recorded in the ``json``: the scaled posterior mean of every frame at the training size) and
-``clip.npy`` (f, d: the CLIP image embedding of every frame, any of which can be the reference).
-Frames are resized with the deterministic transform the DataModule applies (``center_crop`` or
-``stretch``), so the poses it renders line up. Read them with
-``VideoPoseDataModule(use_latent_cache=True)``.
+``latents.npy`` (f, c, H/d, W/d with d the VAE's downsampling, recorded in the ``json``: the scaled
+posterior mean of every frame at the training size) and ``clip.npy`` (f, d: the CLIP image
+embedding of every frame, any of which can be the reference). Frames are resized with the
+deterministic transform the DataModule applies (``center_crop`` or ``stretch``), so the poses it
+renders line up. Read them with ``VideoPoseDataModule(use_latent_cache=True)``.
 """
 
 from __future__ import annotations

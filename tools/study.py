@@ -46,7 +46,6 @@ from torch import Tensor
 
 from datamodules.colour import pack_yuv420
 from datamodules.format import decode_mp4_yuv420
-from datamodules.pose_render import render_pose_index_sequence
 from datamodules.synthetic import FPS, figure_mask, make_synthetic_video
 from datamodules.video_datamodule import collate, to_float
 from unianimate.batch import VideoBatch
@@ -116,7 +115,8 @@ def arm_args(arm: str, settings: Settings, out: Path) -> list[str]:
 def long_video_batch(example, num_videos: int, num_frames: int) -> tuple[VideoBatch, Tensor, Tensor]:
     """Held-out long videos through the data path of the held-out clips (lossless H.264, 4:2:0,
     skeletons drawn as ``example`` draws them), each with a reference frame of another motion of
-    the same identity -> (float batch, figure masks b f H W, reference figure masks b H W)."""
+    the same identity -> (float batch, figure masks b f H W, reference figure masks b H W).
+    Not ``example`` itself: it cuts clips of its own length and draws the reference from the video."""
     height, width = example.height, example.width
     samples, masks, ref_masks = [], [], []
     for i in range(num_videos):
@@ -126,26 +126,13 @@ def long_video_batch(example, num_videos: int, num_frames: int) -> tuple[VideoBa
         mp4 = encode_mp4(np.concatenate([frames, ref_frame]), FPS, crf=0, gop=None, fast_decode=False)
         decoded = decode_mp4_yuv420(mp4)
         packed = torch.from_numpy(pack_yuv420(decoded.y, decoded.uv))
-
-        def draw(p, h=height, w=width):
-            return torch.from_numpy(
-                render_pose_index_sequence(
-                    p,
-                    h,
-                    w,
-                    draw_hands=example.draw_hands,
-                    draw_face=example.draw_face,
-                    style=example.pose_style,
-                )
-            )
-
         samples.append(
             {
                 "video": packed[:-1],
                 "ref_image": packed[-1],
                 "video_colour": decoded.colour,
-                "pose": draw(pose),
-                "ref_pose": draw(ref_pose)[0],
+                "pose": example.render(pose),
+                "ref_pose": example.render(ref_pose)[0],
                 "key": f"long-{identity}",
             }
         )
@@ -222,8 +209,9 @@ def measure_long_video(module, batch: VideoBatch, masks: Tensor, ref_masks: Tens
 
 def run_arm(arm: str, settings: Settings, out: Path) -> dict:
     """Train one arm (resuming its last checkpoint if any), test it, measure its long videos."""
+    args = arm_args(arm, settings, out)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    cli = cli_main(["fit", *arm_args(arm, settings, out), f"--ckpt_path={LAST_IF_ANY}"])
+    cli = cli_main(["fit", *args, f"--ckpt_path={LAST_IF_ANY}"])
     fit_wall, fit_cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
     if trainer.global_step < trainer.max_steps:
@@ -241,7 +229,7 @@ def run_arm(arm: str, settings: Settings, out: Path) -> dict:
     )
     return {
         "arm": arm,
-        "args": arm_args(arm, settings, out),
+        "args": args,
         "steps": trainer.global_step,
         "fit_wall_s": fit_wall,
         "fit_cpu_s": fit_cpu,

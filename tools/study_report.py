@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from unianimate.diffusion.long_video import LongVideoMode
 from unianimate.metrics.baselines import NAMES as BASELINES
 from unianimate.metrics.protocol import RANDOM_WEIGHTS, _fmt
 
-MODES = ("chain", "window", "independent")
+MODES: tuple[str, ...] = get_args(LongVideoMode)  # chain, window, independent
 
 
 def arms_table(results: dict[str, dict]) -> str:
