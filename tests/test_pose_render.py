@@ -254,6 +254,6 @@ def test_demo_config_draws_proportional_skeletons(tmp_path) -> None:
     demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
     assert demo["data"]["init_args"]["pose_style"] == "proportional"
     pose = _figure_pose()
-    thin = ClipExample(2, 1, 64, 48, pose_style="proportional")._render(pose)
-    blobs = ClipExample(2, 1, 64, 48)._render(pose)
+    thin = ClipExample(2, 1, 64, 48, pose_style="proportional").render(pose)
+    blobs = ClipExample(2, 1, 64, 48).render(pose)
     assert (thin > 0).sum() < 0.5 * (blobs > 0).sum()
