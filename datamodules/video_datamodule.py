@@ -173,6 +173,8 @@ class VideoPoseDataModule(L.LightningDataModule):
     the stream stops with one error naming the shards and the skip counts, instead of spinning. ``pose_style``: the
     skeletons' stroke sizes, ``release`` (absolute, what the released weights saw) or
     ``proportional`` to the picture (:func:`datamodules.pose_render.stroke_sizes`; small demos).
+    ``val_num_frames`` / ``test_num_frames``: clip length of validation (and the sample videos
+    made from it) and of ``test`` / ``predict``; default ``num_frames``.
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class VideoPoseDataModule(L.LightningDataModule):
         use_latent_cache: bool = False,
         test_shards: str | None = None,
         test_num_frames: int | None = None,
+        val_num_frames: int | None = None,
         max_failed_tries: int = 200,
     ) -> None:
         super().__init__()
@@ -228,7 +231,8 @@ class VideoPoseDataModule(L.LightningDataModule):
         val_resize = "center_crop" if resize == "random_crop" else resize
         # Held-out clips take their reference from outside the clip (never a copy of a target frame).
         eval_args = dict(pose_jitter=False, reference_outside_clip=True)
-        self.val_example = ClipExample(resize=val_resize, **eval_args, **clip_args)
+        val_args = {**clip_args, "num_frames": val_num_frames or num_frames}
+        self.val_example = ClipExample(resize=val_resize, **eval_args, **val_args)
         self.test_shards = test_shards or val_shards
         test_args = {**clip_args, "num_frames": test_num_frames or num_frames}
         self.test_example = ClipExample(resize=val_resize, **eval_args, **test_args)

@@ -311,3 +311,16 @@ def test_evaluation_references_are_not_target_frames() -> None:
     assert inside > 0
     clip, ref = evaluation._indices(8, np.random.default_rng(0))  # no frame outside: any frame
     assert ref in clip
+
+
+def test_clip_lengths_per_stage(shards):
+    """Training, validation (and its sample videos) and test clips can differ in length."""
+    dm = datamodule(
+        shards["train"], val_shards=shards["val"], num_frames=4, val_num_frames=6, test_num_frames=8
+    )
+    lengths = [
+        next(iter(loader)).num_frames
+        for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader())
+    ]
+    assert lengths == [4, 6, 8]
+    assert next(iter(datamodule(shards["train"], val_shards=shards["val"]).val_dataloader())).num_frames == 8
