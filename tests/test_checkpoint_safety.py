@@ -55,3 +55,26 @@ def test_kill_during_save_never_corrupts(tmp_path: Path):
     assert last_step > 0
     # The kills did land inside writes (a temp file was left behind), so the check means something.
     assert killed_mid_write >= 3, f"only {killed_mid_write} of 10 kills hit a write in progress"
+
+
+def test_last_checkpoint_holds_the_final_step(demo_root, tmp_path: Path):
+    """every_n_train_steps not dividing max_steps: last.ckpt must still be the final step (Lightning
+    2.6 alone kept step 2 of 3)."""
+    from demo_helpers import demo_overrides
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from unianimate.cli import main
+
+    cli = main(
+        demo_overrides(demo_root, tmp_path, max_steps=3) + ["--trainer.limit_val_batches=0"], run=False
+    )
+    keep = [c for c in cli.trainer.callbacks if type(c).__name__ not in ("ModelCheckpoint", "SampleVideos")]
+    checkpoints = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=-1
+    )
+    cli.trainer.callbacks = [*keep, checkpoints]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    steps = {
+        p.name: torch.load(p, weights_only=False)["global_step"] for p in (tmp_path / "ckpt").glob("*.ckpt")
+    }
+    assert steps["last.ckpt"] == 3 and steps["epoch=0-step=2.ckpt"] == 2
