@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from unianimate.batch import VideoBatch
+from unianimate.checkpoint_io import rewrite_stale_last_checkpoint
 from unianimate.conditions import Conditions, build_conditions, to_unit
 from unianimate.diffusion.condition_dropout import DROPPED_FIELD, ConditionDropout
 from unianimate.diffusion.long_video import LongVideo, generate_long_video
@@ -222,7 +223,7 @@ class UniAnimateModule(L.LightningModule):
         }
 
     def on_fit_end(self) -> None:
-        self._rewrite_stale_last_checkpoint()
+        rewrite_stale_last_checkpoint(self.trainer)
         # SPEC §3: the EMA weights leave training as safetensors beside the checkpoints.
         if self.ema is None:
             return
@@ -233,17 +234,6 @@ class UniAnimateModule(L.LightningModule):
             if self.lora is not None:  # the adapters alone (above) and the merged denoiser
                 with self.ema_weights():
                     print(f"wrote {save_merged(self.denoiser, out.with_name('denoiser_merged.safetensors'))}")
-
-    def _rewrite_stale_last_checkpoint(self) -> None:
-        """``last.ckpt`` holds the final step. Lightning 2.6 writes it at the end of fit only if no
-        ``last.ckpt`` was written before, so with ``every_n_train_steps`` not dividing ``max_steps``
-        it kept an earlier step (1,200 of 1,250)."""
-        for callback in self.trainer.checkpoint_callbacks:
-            if not (callback.save_last and callback.dirpath):
-                continue
-            if callback._last_global_step_saved != self.trainer.global_step:  # no public accessor
-                name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-                self.trainer.save_checkpoint(Path(callback.dirpath) / name)
 
     # ---- optimisation and checkpoints -------------------------------------------------
     def setup(self, stage: str) -> None:
