@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from unianimate import stop_signals
+from unianimate.checkpoint_io import last_checkpoint_path
 from unianimate.errors import StoppedBySignal
 
 
@@ -70,10 +71,7 @@ class PreemptionCheckpoint(L.Callback):
             self.received is not None, all=False
         ):
             return
-        path = str(
-            Path(_checkpoint_dir(trainer))
-            / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        )
+        path = str(last_checkpoint_path(_checkpoint_dir(trainer)))
         trainer.save_checkpoint(path)
         self.saved_path = path
         trainer.should_stop = True

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -60,6 +61,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+def last_checkpoint_path(
+    dirpath: str | Path, callback: ModelCheckpoint | type[ModelCheckpoint] = ModelCheckpoint
+) -> Path:
+    """``<dirpath>/last.ckpt``, named as ``callback`` names its last checkpoint."""
+    return Path(dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+
+
 def rewrite_stale_last_checkpoint(trainer: L.Trainer) -> None:
     """At the end of fit, make ``last.ckpt`` hold the final step. Lightning 2.6 writes it then only
     if no ``last.ckpt`` was written before, so with ``every_n_train_steps`` not dividing
@@ -68,5 +76,4 @@ def rewrite_stale_last_checkpoint(trainer: L.Trainer) -> None:
         if not (callback.save_last and callback.dirpath):
             continue
         if callback._last_global_step_saved != trainer.global_step:  # no public accessor
-            name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-            trainer.save_checkpoint(Path(callback.dirpath) / name)
+            trainer.save_checkpoint(last_checkpoint_path(callback.dirpath, callback))
