@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from unianimate.conditions import Conditions
@@ -72,3 +73,20 @@ def test_draw_rates_and_ranges():
     assert abs(first.float().mean().item() - 0.3) < 3 * sigma
     single = torch.zeros(8, 1, 1, 1, 1)
     assert not DiffusionObjective(p_first_frame=1.0).draw(single)[2].any()
+
+
+def test_listed_timesteps_are_the_only_ones_drawn():
+    latents = torch.zeros(400, 1, 2, 1, 1)
+    objective = DiffusionObjective(timesteps=[999, 499])
+    t = objective.draw(latents, torch.Generator().manual_seed(0))[0]
+    assert set(t.tolist()) == {999, 499}
+    assert abs((t == 999).float().mean().item() - 0.5) < 0.1  # uniform over the list
+    assert objective.untrained([999, 499]) == []
+    assert objective.untrained([999, 666, 332]) == [666, 332]
+    assert DiffusionObjective().untrained([999, 666, 332]) == []  # all timesteps trained
+
+
+@pytest.mark.parametrize("bad", [[], [1000], [-1, 500]])
+def test_timesteps_outside_the_schedule_are_refused(bad):
+    with pytest.raises(ValueError, match="timesteps must be a non-empty list in"):
+        DiffusionObjective(timesteps=bad)

@@ -1,7 +1,7 @@
 """The training objective of SPEC §3 with the unified noise input.
 
-v-prediction on a zero-terminal-SNR scaled-linear schedule, offset noise, uniform timesteps,
-plain MSE over (c, f, h, w) per sample. With probability ``p_first_frame`` a sample is
+v-prediction on a zero-terminal-SNR scaled-linear schedule, offset noise, uniform timesteps
+(or only the few a few-step sampler visits, ``timesteps``), plain MSE over (c, f, h, w) per sample. With probability ``p_first_frame`` a sample is
 *first-frame conditioned* (the paper's unified noise input): the noisy latent of frame 0 is
 replaced by its clean latent (optionally lightly noise-augmented) and frame 0 leaves the loss.
 The timestep stays one per sample.
@@ -39,6 +39,12 @@ class DiffusionObjective:
         offset_noise_strength: weight of the per-frame, per-channel offset (0.1).
         p_first_frame: probability that a sample is first-frame conditioned.
         first_frame_noise: std of the light Gaussian augmentation of the clean frame-0 latent.
+        timesteps: train only at these timesteps, drawn uniformly from the list, so one listed
+            twice is drawn twice as often (default: all of 0 ... num_train_timesteps - 1). For a
+            few-step sampler, its own timesteps: a short run then spends every step where sampling
+            asks (the demo: 2 trailing DDIM steps, [999, 499, 499]). Sampling at other timesteps
+            then meets an untrained model, so the module warns when its sampler does
+            (:meth:`untrained`).
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class DiffusionObjective:
         offset_noise_strength: float = 0.1,
         p_first_frame: float = 0.5,
         first_frame_noise: float = 0.0,
+        timesteps: list[int] | None = None,
     ) -> None:
         if not 0.0 <= p_first_frame <= 1.0:
             raise ValueError(f"p_first_frame must be a probability, got {p_first_frame}")
@@ -55,13 +62,31 @@ class DiffusionObjective:
         self.offset_noise_strength = offset_noise_strength
         self.p_first_frame = p_first_frame
         self.first_frame_noise = first_frame_noise
+        if timesteps is not None and (
+            not timesteps or not all(0 <= int(t) < num_train_timesteps for t in timesteps)
+        ):
+            raise ValueError(
+                f"timesteps must be a non-empty list in [0, {num_train_timesteps}), got {timesteps}"
+            )
+        self.timesteps = None if timesteps is None else torch.tensor(timesteps, dtype=torch.int64)
+
+    def untrained(self, timesteps: list[int]) -> list[int]:
+        """Those of ``timesteps`` (a sampler's) this objective never trains at."""
+        if self.timesteps is None:
+            return []
+        trained = set(self.timesteps.tolist())
+        return [t for t in timesteps if t not in trained]
 
     def draw(
         self, latents: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Random timesteps (b,), noise (b c f h w) and first-frame flags (b,) for one batch."""
         b, device = latents.shape[0], latents.device
-        t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator, device=device)
+        if self.timesteps is None:
+            t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator, device=device)
+        else:
+            pick = torch.randint(0, len(self.timesteps), (b,), generator=generator, device=device)
+            t = self.timesteps.to(device)[pick]
         noise = offset_noise(
             tuple(latents.shape), self.offset_noise_strength, generator, device, latents.dtype
         )
