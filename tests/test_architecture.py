@@ -104,15 +104,30 @@ def test_renamed_key_in_a_config_file(tmp_path):
 def test_dropout_for_a_condition_the_denoiser_lacks_is_named(recwarn):
     from model_helpers import tiny_unianimate
 
-    from unianimate.module import _check_dropout
+    from unianimate.module import _check_knobs
 
     model = tiny_unianimate()
     uses = model.conditions - {"local_image"}
-    _check_dropout(ConditionDropout(), uses)  # defaults: nothing set, nothing to say
-    _check_dropout(ConditionDropout(p_local_image=0.0), uses)  # "never drop it": consistent
+    _check_knobs(ConditionDropout(), uses)  # defaults: nothing set, nothing to say
+    _check_knobs(ConditionDropout(p_local_image=0.0), uses)  # "never drop it": consistent
     assert not recwarn.list
     with pytest.warns(UserWarning, match="p_local_image=0.3 has no effect"):
-        _check_dropout(ConditionDropout(p_local_image=0.3), uses)
+        _check_knobs(ConditionDropout(p_local_image=0.3), uses)
+
+
+def test_sampling_at_timesteps_the_objective_skips_is_named(recwarn):
+    from unianimate.diffusion.objective import DiffusionObjective
+    from unianimate.diffusion.sampling import DDIMSampler
+    from unianimate.module import _check_knobs
+
+    objective = DiffusionObjective(timesteps=[999, 499])
+    uses = frozenset({"pose"})
+    _check_knobs(ConditionDropout(), uses, objective.untrained(DDIMSampler(2, "trailing").timesteps))
+    assert not recwarn.list
+    with pytest.warns(
+        UserWarning, match=r"sampler timesteps \[666, 332\] are not in model.objective.timesteps"
+    ):
+        _check_knobs(ConditionDropout(), uses, objective.untrained(DDIMSampler(3, "trailing").timesteps))
 
 
 class RecordingEncoders:
