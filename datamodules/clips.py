@@ -9,7 +9,9 @@ Videos shorter than the clip are skipped, never padded.
 With ``use_latent_cache`` the sample's ``latents.npy`` (f, 4, h, w, float16 VAE latents of the
 frames at the training size) and ``clip.npy`` (f, d, per-frame CLIP image embeddings) replace the
 mp4; the poses are still rendered, with the deterministic transform the cache tool applied
-(centre crop or stretch of the source size recorded in the sample's ``json``).
+(centre crop or stretch of the source size recorded in the sample's ``json``). A cache built with
+frames (``frames.npy``, packed 4:2:0 planes at the training size) also gives the clip's ``video``,
+for the pixel local-image stream.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class ClipExample:
     transpose on their CPUs. Crops start at even offsets (4:2:0 chroma crops along) and the
     training size must be even.
     Latent-cache example: float32 ``latent`` (4, f, h, w), ``ref_latent`` (4, h, w),
-    ``clip_embed`` (d,) instead of ``video`` / ``ref_image``.
+    ``clip_embed`` (d,) instead of ``video`` / ``ref_image``; ``video`` too where the cache kept
+    the frames.
     """
 
     def __init__(
@@ -251,6 +254,7 @@ class ClipExample:
             src_h, src_w = int(meta["height"]), int(meta["width"])
             # Caches written before the factor was recorded all came from SD's /8 VAE.
             factor = int(meta.get("latent_cache", {}).get("downsample", 8))
+            planes = _load_npy(sample["frames.npy"]) if "frames.npy" in sample else None
         except Exception as exn:
             raise SkipSample("bad_latents", repr(exn)) from exn
         if latents.ndim != 4 or latents.shape[0] != len(pose) or embeds.shape[0] != len(pose):
@@ -261,13 +265,24 @@ class ClipExample:
             raise SkipSample(
                 "latent_size", f"latents {latents.shape[2:]} (/{factor}) for {self.height}x{self.width}"
             )
+        if planes is not None and planes.shape != (len(pose), self.height * 3 // 2, self.width):
+            raise SkipSample(
+                "bad_latents", f"frames {planes.shape} for {len(pose)} poses of {self.height}x{self.width}"
+            )
         clip, ref = self._indices(len(pose), rng)
         box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)  # as the cache
         latent = torch.from_numpy(latents[clip].astype(np.float32))
+        pixels = {}
+        if planes is not None:
+            pixels = {
+                "video": torch.from_numpy(planes[clip]),
+                "video_colour": int(meta["latent_cache"]["colour"]),
+            }
         return {
             "latent": rearrange(latent, "f c h w -> c f h w").contiguous(),
             "ref_latent": torch.from_numpy(latents[ref].astype(np.float32)),
             "clip_embed": torch.from_numpy(embeds[ref].astype(np.float32)),
+            **pixels,
             **self._poses(pose, clip, ref, box, rng),
             "key": sample["__key__"],
         }

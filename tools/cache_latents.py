@@ -3,8 +3,11 @@
     python tools/cache_latents.py SHARDS OUT_DIR --clip-path weights/clip-vit-h-14 \
         --vae-path weights/sd21-vae --height 768 --width 512 [--dtype float16] [--device cuda]
 
-Then train with ``--data.init_args.train_shards OUT_DIR --data.init_args.use_latent_cache true``
-(the pixel local-image stream needs frames, so it must be off: ``local_image_stream: false``).
+Then train with ``--data.init_args.train_shards OUT_DIR --data.init_args.use_latent_cache true``.
+The pixel local-image stream needs frames: build with ``--frames`` (they are kept at the training
+size) or turn the stream off (``local_image_stream: false``). Samples that do not decode are
+skipped and counted. ``--data.init_args.latent_cache_dir DIR`` instead makes such a cache (with
+frames) at the start of fit with the model's own encoders.
 """
 
 import argparse
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--max-shard-bytes", type=int, default=1 << 30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", action="store_true", help="keep the frames, for the local-image stream")
     args = parser.parse_args()
     encoders = FrozenEncoders(args.clip_path, args.vae_path, sample_posterior=False)
     shards = build_latent_cache(
@@ -39,6 +43,7 @@ def main() -> None:
         args.dtype,
         args.max_shard_bytes,
         args.device,
+        frames=args.frames,
     )
     print(f"wrote {len(shards)} cache shard(s) to {args.out_dir}")
 

@@ -88,7 +88,8 @@ def build_conditions(
         source = batch.video[:, :, 0] if training else batch.ref_image
         if source is None:
             raise ValueError(
-                "the local image stream needs decoded frames; it cannot train from latent-cache shards"
+                "the local image stream needs decoded frames: train it from pixel shards or from a "
+                "latent cache built with frames (tools/cache_latents.py --frames)"
             )
         local_image = to_unit(source)
     cond = Conditions(
