@@ -11,8 +11,8 @@ and the host-to-device copy, and no colour conversion, float pass or transpose o
 CPUs. ``on_after_batch_transfer`` turns them into float, channels-first tensors on the device with
 :func:`to_float`, the one place pixels become float (loops and callbacks that iterate a loader
 without a Trainer call the DataModule's ``on_after_batch_transfer`` themselves). With
-``use_latent_cache`` the batches carry ``latent``, ``ref_latent`` and ``clip_embed`` instead of
-``video`` / ``ref_image``.
+``use_latent_cache`` the training batches carry ``latent``, ``ref_latent`` and ``clip_embed``
+instead of ``video`` / ``ref_image`` (and ``video`` where the cache kept the frames).
 
 The training loader is a ``StatefulDataLoader``: Lightning 2.x stores its ``state_dict()`` in every
 checkpoint (``FitLoop.on_save_checkpoint`` -> ``loops.fit_loop.state_dict.combined_loader``) and
@@ -41,7 +41,7 @@ from datamodules.pose_render import RELEASE_PALETTE, PoseStyle
 from datamodules.stream import ShardStream, distributed_rank, expand_shards, skip_counts_from_loader_state
 from unianimate import demo_cache
 from unianimate.batch import VideoBatch
-from unianimate.errors import MissingInputError
+from unianimate.errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,13 @@ class VideoPoseDataModule(L.LightningDataModule):
     ``proportional`` to the picture (:func:`datamodules.pose_render.stroke_sizes`; small demos).
     ``val_num_frames`` / ``test_num_frames``: clip length of validation (and the sample videos
     made from it) and of ``test`` / ``predict``; default ``num_frames``.
+    ``use_latent_cache``: ``train_shards`` are latent-cache shards (:mod:`datamodules.latent_cache`,
+    ``tools/cache_latents.py``), so training skips the frozen encoders. ``latent_cache_dir``: instead,
+    a latent cache of the local pixel ``train_shards`` kept in this folder, made at the start of fit
+    with the model's own frozen encoders, frames kept for the local-image stream, and made again
+    when the shards or the encoders change (:func:`datamodules.latent_cache.ensure_latent_cache`).
+    Either way validation, test and predict read their pixel shards: they are sampled and scored
+    against frames.
     """
 
     def __init__(
@@ -199,6 +206,7 @@ class VideoPoseDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         synthetic_root: str | None = None,
         use_latent_cache: bool = False,
+        latent_cache_dir: str | None = None,
         test_shards: str | None = None,
         test_num_frames: int | None = None,
         val_num_frames: int | None = None,
@@ -211,6 +219,12 @@ class VideoPoseDataModule(L.LightningDataModule):
             demo_cache.resolve, (train_shards, val_shards, test_shards)
         )
         synthetic_root = demo_cache.resolve(synthetic_root)
+        if latent_cache_dir is not None and use_latent_cache:
+            raise InputError(
+                "data.use_latent_cache (train_shards are a latent cache) and data.latent_cache_dir (a "
+                "cache of the pixel train_shards made there): set one"
+            )
+        self.latent_cache_dir = demo_cache.resolve(latent_cache_dir)
         self.train_shards, self.val_shards = train_shards, val_shards
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -225,9 +239,13 @@ class VideoPoseDataModule(L.LightningDataModule):
             draw_hands=draw_hands,
             draw_face=draw_face,
             pose_style=pose_style,
-            use_latent_cache=use_latent_cache,
         )
-        self.train_example = ClipExample(resize=resize, pose_jitter=pose_jitter, **clip_args)
+        self.train_example = ClipExample(
+            resize=resize,
+            pose_jitter=pose_jitter,
+            use_latent_cache=use_latent_cache or latent_cache_dir is not None,
+            **clip_args,
+        )
         val_resize = "center_crop" if resize == "random_crop" else resize
         # Held-out clips take their reference from outside the clip (never a copy of a target frame).
         eval_args = dict(pose_jitter=False, reference_outside_clip=True)
@@ -260,6 +278,27 @@ class VideoPoseDataModule(L.LightningDataModule):
             )
             ensure_synthetic_dataset(self.synthetic_root)
 
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.latent_cache_dir is None:
+            return
+        encoders = getattr(getattr(self.trainer, "lightning_module", None), "encoders", None)
+        if encoders is None:
+            raise InputError("data.latent_cache_dir: the model has no frozen encoders to make the cache with")
+        from datamodules.latent_cache import ensure_latent_cache  # lazy: it imports this module
+
+        if self.trainer.is_global_zero:
+            example = self.train_example
+            ensure_latent_cache(
+                self.train_shards,
+                self.latent_cache_dir,
+                encoders,
+                example.height,
+                example.width,
+                example.resize,
+                self.trainer.strategy.root_device,
+            )
+        self.trainer.strategy.barrier("latent cache")
+
     def _rank(self) -> tuple[int, int]:
         if self.trainer is not None:
             return self.trainer.global_rank, self.trainer.world_size
@@ -268,7 +307,7 @@ class VideoPoseDataModule(L.LightningDataModule):
     def train_dataset(self) -> ShardStream:
         rank, world_size = self._rank()
         return ShardStream(
-            expand_shards(self.train_shards, "train_shards"),
+            expand_shards(self.latent_cache_dir or self.train_shards, "train_shards"),
             self.train_example,
             seed=self.seed,
             shuffle_shards=self.shuffle_shards,

@@ -81,6 +81,7 @@ def write_overlay(data: Path, run_dir: Path, max_steps: int, every_n: int, extra
                 "train_shards": str(data / "data" / "train"),
                 "val_shards": str(data / "data" / "val"),
                 "synthetic_root": None,
+                "latent_cache_dir": None,  # the pixel stream: its resume, faults and skips
                 "num_frames": 4,
                 "batch_size": 1,
             }
