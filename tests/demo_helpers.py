@@ -26,6 +26,7 @@ def demo_overrides(root: Path, run_dir: Path, max_steps: int = 4, frames: int = 
         f"--data.init_args.train_shards={root / 'synthetic' / 'train'}",
         f"--data.init_args.val_shards={root / 'synthetic' / 'val'}",
         "--data.init_args.synthetic_root=null",
+        f"--data.init_args.latent_cache_dir={root / 'latents'}",
         f"--data.init_args.num_frames={frames}",
         "--data.init_args.batch_size=2",
         f"--data.init_args.test_num_frames={frames}",

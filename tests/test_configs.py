@@ -212,3 +212,15 @@ def test_ema_refused_under_parameter_sharding(monkeypatch, name):
             UniAnimateModule.setup(fake, "fit")
     else:
         UniAnimateModule.setup(fake, "fit")
+
+
+def test_demo_samples_only_where_it_trains(monkeypatch):
+    from unianimate.diffusion.sampling import DDIMSampler
+
+    config = parse(monkeypatch, CONFIGS / "demo.yaml")
+    sampler = config.model.sampler.init_args
+    trained = config.model.objective.init_args.timesteps
+    visited = DDIMSampler(sampler.num_steps, sampler.spacing).timesteps
+    assert set(visited) == set(trained), (
+        "change model.sampler.num_steps and model.objective.timesteps together"
+    )

@@ -179,6 +179,7 @@ def test_mediapipe_shards_from_the_dance_video(tmp_path: Path) -> None:
             f"--data.init_args.train_shards={shards}",
             f"--data.init_args.val_shards={shards}",
             "--data.init_args.synthetic_root=null",
+            f"--data.init_args.latent_cache_dir={tmp_path / 'latents'}",
             "--data.init_args.batch_size=1",
             "--data.init_args.num_frames=4",
             "--model.long_video.segment_frames=4",

@@ -108,6 +108,7 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
         f"--data.init_args.train_shards={demo_root / 'synthetic' / 'train'}",
         f"--data.init_args.val_shards={demo_root / 'synthetic' / 'val'}",
         "--data.init_args.synthetic_root=null",
+        f"--data.init_args.latent_cache_dir={tmp_path / 'latents'}",
         "--data.init_args.num_frames=8",
         "--data.init_args.test_num_frames=8",
         "--evaluation.protocol.frames_per_clip=8",
