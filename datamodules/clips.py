@@ -254,7 +254,9 @@ class ClipExample:
             src_h, src_w = int(meta["height"]), int(meta["width"])
             # Caches written before the factor was recorded all came from SD's /8 VAE.
             factor = int(meta.get("latent_cache", {}).get("downsample", 8))
-            planes = _load_npy(sample["frames.npy"]) if "frames.npy" in sample else None
+            planes = colour = None
+            if "frames.npy" in sample:  # a cache built with frames: their packed planes and colour code
+                planes, colour = _load_npy(sample["frames.npy"]), int(meta["latent_cache"]["colour"])
         except Exception as exn:
             raise SkipSample("bad_latents", repr(exn)) from exn
         if latents.ndim != 4 or latents.shape[0] != len(pose) or embeds.shape[0] != len(pose):
@@ -272,12 +274,7 @@ class ClipExample:
         clip, ref = self._indices(len(pose), rng)
         box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)  # as the cache
         latent = torch.from_numpy(latents[clip].astype(np.float32))
-        pixels = {}
-        if planes is not None:
-            pixels = {
-                "video": torch.from_numpy(planes[clip]),
-                "video_colour": int(meta["latent_cache"]["colour"]),
-            }
+        pixels = {} if planes is None else {"video": torch.from_numpy(planes[clip]), "video_colour": colour}
         return {
             "latent": rearrange(latent, "f c h w -> c f h w").contiguous(),
             "ref_latent": torch.from_numpy(latents[ref].astype(np.float32)),

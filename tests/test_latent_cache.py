@@ -166,3 +166,33 @@ def test_cache_tool_keeps_frames_when_asked(demo_root, tmp_path):
         names = tar.getnames()
     assert any(n.endswith(".frames.npy") for n in names) and any(n.endswith(".latents.npy") for n in names)
     assert first_batch(str(out), cache=True).video.shape == (2, 3, 4, 64, 48)
+
+
+def test_a_cache_given_and_one_to_make_are_one_line_of_error(demo_root, tmp_path):
+    from unianimate.errors import InputError
+
+    with pytest.raises(InputError, match="data.use_latent_cache .* and data.latent_cache_dir .*: set one"):
+        VideoPoseDataModule(str(tmp_path), use_latent_cache=True, latent_cache_dir=str(tmp_path / "c"))
+
+
+def test_cached_frames_without_their_colour_code_are_skipped(demo_root, tmp_path):
+    # Before: a KeyError out of the loader instead of a counted skip.
+    import numpy as np
+    import webdataset as wds
+
+    from datamodules.clips import ClipExample
+    from datamodules.stream import SkipSample
+
+    encoders = FrozenEncoders(
+        str(demo_root / "tiny_clip"), str(demo_root / "tiny_vae"), sample_posterior=False
+    )
+    shard = build_latent_cache(
+        str(demo_root / "synthetic" / "train"), tmp_path, encoders, 64, 48, frames=True, progress=False
+    )[0]
+    sample = next(iter(wds.WebDataset(str(shard), shardshuffle=False)))
+    example = ClipExample(4, 1, 64, 48, use_latent_cache=True)
+    assert example(dict(sample), np.random.default_rng(0))["video"].shape == (4, 96, 48)
+    meta = json.loads(sample["json"])
+    del meta["latent_cache"]["colour"]
+    with pytest.raises(SkipSample, match="bad_latents"):
+        example({**sample, "json": json.dumps(meta).encode()}, np.random.default_rng(0))
