@@ -109,12 +109,12 @@ def build_latent_cache(
     out.mkdir(parents=True, exist_ok=True)
     encoders.to(device)
     written, skipped, cached = [], Counter(), 0
+
+    def bad_tar(exn: Exception) -> bool:
+        skipped["bad_tar"] += 1
+        return True  # go on with the next shard
+
     with wds.ShardWriter(str(out / "cache-%06d.tar"), maxsize=max_shard_bytes, verbose=0) as writer:
-
-        def bad_tar(exn: Exception) -> bool:
-            skipped["bad_tar"] += 1
-            return True  # go on with the next shard
-
         urls = expand_shards(shards, "train_shards")
         dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, handler=bad_tar)
         for sample in tqdm(dataset, desc="latent cache", unit="video", disable=not progress):

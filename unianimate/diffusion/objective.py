@@ -1,9 +1,10 @@
 """The training objective of SPEC §3 with the unified noise input.
 
 v-prediction on a zero-terminal-SNR scaled-linear schedule, offset noise, uniform timesteps
-(or only the few a few-step sampler visits, ``timesteps``), plain MSE over (c, f, h, w) per sample. With probability ``p_first_frame`` a sample is
-*first-frame conditioned* (the paper's unified noise input): the noisy latent of frame 0 is
-replaced by its clean latent (optionally lightly noise-augmented) and frame 0 leaves the loss.
+(or only the few a few-step sampler visits, ``timesteps``), plain MSE over (c, f, h, w) per
+sample. With probability ``p_first_frame`` a sample is *first-frame conditioned* (the paper's
+unified noise input): the noisy latent of frame 0 is replaced by its clean latent (optionally
+lightly noise-augmented) and frame 0 leaves the loss.
 The timestep stays one per sample.
 """
 
