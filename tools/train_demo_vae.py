@@ -4,10 +4,10 @@
 
 The SD-2.1 VAE of the paper downsamples by 8; at the demo's 64x48 that leaves 8x6 latents, too
 few to draw a figure in. This one downsamples by 4 (64x48 -> 16x12, 4 channels; block widths
-32, 64, 64, no attention: 0.92 M parameters, 3.7 MB of safetensors), trained on 4,800 frames of
+32, 96, 96, no attention: 1.96 M parameters, 7.9 MB of safetensors), trained on 4,800 frames of
 400 synthetic identities (``datamodules.synthetic``), none of them the demo's held-out ones
 (10_000 and up), on random 32x32 crops (it is convolutional), with MSE + a small KL term on
-posterior samples, AdamW, 2,500 steps of 16 crops, cosine learning rate 1e-3 -> 1e-4. It is
+posterior samples, AdamW, 12,000 steps of 16 crops, cosine learning rate 1e-3 -> 1e-4. It is
 written with ``save_pretrained`` (safetensors) and loaded with ``from_pretrained``, the path the
 SD VAE takes (``unianimate.models.frozen.FrozenEncoders``). Its ``scaling_factor`` is 1 / std of
 the latents (posterior samples of 2,048 training frames), as SD's 0.18215 was made, stored in
@@ -15,10 +15,18 @@ its config.
 
 Deterministic by construction (seeded data, initialisation and batches; one thread by default),
 not re-run here to check bit-identity. At the end it prints the reconstruction PSNR of held-out
-frames (32 frames of the 8 held-out identities). The shipped run: 1,230 s wall on this 2-core
-machine while other jobs loaded it (1 thread), held-out PSNR 26.50 dB (posterior sample and
-mean alike), scaling_factor 0.48372. The issue's target is 30 dB: not reached (a further 1,000
-steps from these weights at 5e-4 stayed at 26.6 dB; more width or steps are the next things to try).
+frames (32 frames of the 8 held-out identities). The shipped run: 3,812 s wall (64 minutes) on
+this 2-core machine, one thread, with a second such job beside it; held-out PSNR 31.07 dB
+(posterior sample; 31.08 dB from the mean), scaling_factor 0.54042. Held-out PSNR on the way:
+25.3 dB at step 1,500, 28.5 at 5,000, 30.0 at 7,000, 30.8 at 11,500. The previous defaults
+(widths 32, 64, 64; 2,500 steps) gave 26.5 dB; widths 64, 128, 128 (3.7 M parameters, 1.9 times
+the time per step; a 6,000-step schedule, stopped at step 5,500) was at 30.1 dB.
+
+Frames are measured here as RGB straight from the renderer. The demo's shards store them as
+lossless 4:2:0 H.264, whose halved colour resolution alone is 33.3 dB from the RGB frames; on such
+frames (the held-out ones, through that round trip) this autoencoder, trained on RGB frames,
+reconstructs at 27.8 dB; ``unianimate test``'s "autoencoder reconstruction" row on the demo's test
+clips says 27.7 dB. Training on round-tripped frames is the next thing to try for that ceiling.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ TRAIN_IDENTITY_BASE = 20_000  # training identities, disjoint from the demo's he
 
 
 def build_vae(
-    channels: tuple[int, ...] = (32, 64, 64), attention: bool = False, latent_channels: int = 4
+    channels: tuple[int, ...] = (32, 96, 96), attention: bool = False, latent_channels: int = 4
 ) -> AutoencoderKL:
     """The demo architecture: three levels (/4), 4 latent channels; by default no attention in the
     middle block (a purely convolutional autoencoder, as cheap on CPU as it gets)."""
@@ -89,7 +97,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-5)
@@ -97,11 +105,11 @@ def main() -> None:
     parser.add_argument("--frames-per-identity", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    parser.add_argument("--channels", type=int, nargs="+", default=[32, 96, 96])
     parser.add_argument("--latent-channels", type=int, default=4)
     parser.add_argument("--attention", action="store_true", help="self-attention in the middle block")
     parser.add_argument("--crop", type=int, default=32, help="train on random square crops (0: whole frames)")
-    parser.add_argument("--log-every", type=int, default=250)
+    parser.add_argument("--log-every", type=int, default=500)
     args = parser.parse_args()
 
     start = time.perf_counter()
