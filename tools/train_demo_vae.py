@@ -17,9 +17,8 @@ Deterministic (seeded data, initialisation and batches; one thread by default): 
 the defaults, it wrote byte-identical files (same sha256). At the end it prints the reconstruction
 PSNR of held-out frames (32 frames of the 8 held-out identities). The shipped run: 3,812 s wall on
 this 2-core machine, one thread, with a second such job beside it (alone: 3,575 s, 60 minutes);
-held-out PSNR 31.07 dB
-(posterior sample; 31.08 dB from the mean), scaling_factor 0.54042. Held-out PSNR on the way:
-25.3 dB at step 1,500, 28.5 at 5,000, 30.0 at 7,000, 30.8 at 11,500. The previous defaults
+held-out PSNR 31.07 dB (posterior sample; 31.08 dB from the mean), scaling_factor 0.54042.
+Held-out PSNR on the way: 25.3 dB at step 1,500, 28.5 at 5,000, 30.0 at 7,000, 30.8 at 11,500. The previous defaults
 (widths 32, 64, 64; 2,500 steps) gave 26.5 dB; widths 64, 128, 128 (3.7 M parameters, 1.9 times
 the time per step; a 6,000-step schedule, stopped at step 5,500) was at 30.1 dB.
 
