@@ -348,3 +348,41 @@ def ensure_synthetic_dataset(
             directory, count, num_frames, height, width, 8, split_seed, split, identities
         )
     return out
+
+
+@dataclass(frozen=True)
+class PoseSwapCase:
+    """One held-out identity driven by two motions, with exact ground truth for both.
+
+    ``reference`` (H, W, 3) uint8 is the figure in a third, unrelated pose (so copying it is the
+    floor); ``frames[k]`` (f, H, W, 3) uint8 and ``poses[k]`` are motion k's ground truth and
+    keypoints.
+    """
+
+    identity: int
+    reference: np.ndarray
+    reference_pose: PoseSequence
+    frames: tuple[np.ndarray, np.ndarray]
+    poses: tuple[PoseSequence, PoseSequence]
+
+
+def pose_swap_cases(
+    identities: list[int], num_frames: int, height: int, width: int, seed: int = 0
+) -> list[PoseSwapCase]:
+    """For each identity: a reference frame and two motions of it (motion seeds from ``seed``,
+    apart from the training and validation seeds, which are below 2 x 1_000_003 + videos)."""
+    cases = []
+    for n, identity in enumerate(identities):
+        base = 50_000_000 + 1_000 * seed + 3 * n
+        reference, reference_pose = make_synthetic_video(identity, 1, height, width, base)
+        motions = [make_synthetic_video(identity, num_frames, height, width, base + k) for k in (1, 2)]
+        cases.append(
+            PoseSwapCase(
+                identity,
+                reference[0],
+                reference_pose,
+                (motions[0][0], motions[1][0]),
+                (motions[0][1], motions[1][1]),
+            )
+        )
+    return cases

@@ -32,4 +32,6 @@ def demo_overrides(root: Path, run_dir: Path, max_steps: int = 4, frames: int = 
         f"--data.init_args.test_num_frames={frames}",
         f"--evaluation.protocol.frames_per_clip={frames}",
         f"--evaluation.random_metric_weights={root / 'metric_weights'}",
+        "--evaluation.pose_swap.identities=[20000]",
+        f"--evaluation.pose_swap.num_frames={frames}",
     ]

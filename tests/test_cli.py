@@ -107,3 +107,9 @@ def test_test_command_writes_the_metric_table(fitted, demo_root):
         assert row in table
     assert set(results["baselines"]) == {"copy_reference", "autoencoder"}
     assert all(np.isfinite(b["psnr"]) for b in results["baselines"].values())
+    # Pose-following rows on synthetic figures with exact ground truth (evaluation.pose_swap).
+    pose = results["pose_following"]
+    assert "| pose-following |" in table and "figure IoU" in table and "to the autoencoder (100 %)" in table
+    assert set(pose) == {"model", "copy reference", "autoencoder reconstruction of the ground truth"}
+    assert pose["copy reference"]["swap_margin"] == pytest.approx(0.0, abs=1e-9)
+    assert all(np.isfinite(list(row.values())).all() for row in pose.values())

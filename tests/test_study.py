@@ -113,6 +113,8 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
         "--data.init_args.test_num_frames=8",
         "--evaluation.protocol.frames_per_clip=8",
         f"--evaluation.random_metric_weights={demo_root / 'metric_weights'}",
+        "--evaluation.pose_swap.identities=[20000]",
+        "--evaluation.pose_swap.num_frames=8",
     ]
     settings = study.Settings(steps=2, test_batches=1, long_videos=2, long_frames=24, overrides=overrides)
     arms = ["full", "mamba_causal"]
@@ -126,6 +128,9 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
         assert r["steps"] == 2
         assert set(r["test"]) >= {"l1", "psnr", "ssim", "lpips", "fvd"} and r["test"]["num_videos"] == 2
         assert r["test"]["weights"] == RANDOM_WEIGHTS
+        pose = r["test"]["pose_following"]
+        assert set(pose) == {"model", "copy reference", "autoencoder reconstruction of the ground truth"}
+        assert set(pose["model"]) >= {"psnr", "motion_psnr", "figure_iou", "swap_margin", "swap_margin_min"}
         lv = r["long_video"]
         assert [list(part) for part in lv["segments"]] == [[0, 8], [8, 16], [16, 24]]
         for mode in study.MODES:
@@ -147,7 +152,15 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
     assert masks.shape == (2, 24, 64, 48) and ref_masks.shape == (2, 64, 48) and masks.any()
 
     report = (out / "study.md").read_text()
-    for label in [*arms, "copy reference", "LPIPS ↓ (random weights)", "chain", "window", "independent"]:
+    labels = [
+        "copy reference",
+        "LPIPS ↓ (random weights)",
+        "motion-region PSNR",
+        "figure IoU",
+        "chain",
+        "window",
+    ]
+    for label in [*arms, *labels, "independent"]:
         assert label in report
     assert (out / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

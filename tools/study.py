@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import rearrange
-from study_report import MODES, arms_table, drift_table, long_video_table, plot
+from study_report import MODES, arms_table, drift_table, long_video_table, plot, pose_table
 from torch import Tensor
 
 from datamodules.colour import pack_yuv420
@@ -268,6 +268,8 @@ def run_study(settings: Settings, out: Path, arms: list[str]) -> dict[str, dict]
         [
             "## Arms (held-out identities)\n",
             arms_table(results),
+            "## Pose-following (exact ground truth: motion-region PSNR, figure IoU, pose swap)\n",
+            pose_table(results) or "(not measured: the config has no evaluation.pose_swap)\n",
             "## Long videos against ground truth\n",
             long_video_table(results),
             "## Drift per segment\n",

@@ -47,6 +47,27 @@ def arms_table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pose_table(results: dict[str, dict]) -> str:
+    """Pose-following of every arm (``unianimate test``'s ``pose_following`` rows), beside the
+    copy-reference and autoencoder rows of the same clips; empty when no arm has them."""
+    scored = {arm: r["test"]["pose_following"] for arm, r in results.items() if "pose_following" in r["test"]}
+    if not scored:
+        return ""
+    lines = [
+        "| arm | PSNR ↑ | motion-region PSNR ↑ | figure IoU ↑ | pose-swap margin dB (mean / min) ↑ |",
+        "|---|---|---|---|---|",
+    ]
+    first = next(iter(scored.values()))
+    rows = [(arm, rows["model"]) for arm, rows in scored.items()]
+    rows += [(label, values) for label, values in first.items() if label != "model"]
+    for label, r in rows:
+        lines.append(
+            f"| {label} | {r['psnr']:.2f} | {r['motion_psnr']:.2f} | {r['figure_iou']:.3f} "
+            f"| {r['swap_margin']:.2f} / {r['swap_margin_min']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def long_video_table(results: dict[str, dict]) -> str:
     lines = [
         "| arm | mode | PSNR ↑ | first → last segment | seam jump | change inside | seam / inside "
