@@ -172,6 +172,11 @@ def test_local_image_is_the_first_frame_in_training_and_the_reference_at_inferen
     assert torch.allclose(train.local_image, torch.full_like(train.local_image, 0.25))  # (-0.5 + 1) / 2
     assert torch.allclose(infer.local_image, torch.full_like(infer.local_image, 0.75))  # (0.5 + 1) / 2
     assert latents is None
+    # local_image_training="reference": training sees what inference sees.
+    _, train = build_conditions(
+        batch(), RecordingEncoders(), uses, training=True, local_image_training="reference"
+    )
+    assert torch.equal(train.local_image, infer.local_image)
 
 
 def test_temporal_choice_builds_its_own_settings():
@@ -194,7 +199,7 @@ def test_temporal_choice_builds_its_own_settings():
 
 def test_weight_decay_skips_biases_norms_and_mamba_state_parameters():
     from unianimate.models.temporal_mamba import TemporalMamba
-    from unianimate.module import parameter_groups
+    from unianimate.optim import parameter_groups
 
     module = TemporalMamba(8, d_state=4)
     decay, no_decay = parameter_groups(module, 0.1)
