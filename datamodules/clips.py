@@ -274,7 +274,10 @@ class ClipExample:
         clip, ref = self._indices(len(pose), rng)
         box = crop_box(src_h, src_w, self.height, self.width, self.resize, rng, even=True)  # as the cache
         latent = torch.from_numpy(latents[clip].astype(np.float32))
-        pixels = {} if planes is None else {"video": torch.from_numpy(planes[clip]), "video_colour": colour}
+        pixels = {}
+        if planes is not None:  # the reference's pixels too: the local-image stream may see it
+            pixels = {"video": torch.from_numpy(planes[clip]), "ref_image": torch.from_numpy(planes[ref])}
+            pixels["video_colour"] = colour
         return {
             "latent": rearrange(latent, "f c h w -> c f h w").contiguous(),
             "ref_latent": torch.from_numpy(latents[ref].astype(np.float32)),

@@ -84,6 +84,7 @@ def test_cache_with_frames_trains_the_local_image_stream_alike(demo_root, tmp_pa
     build_latent_cache(train, tmp_path, module.encoders, 64, 48, dtype="float32", frames=True, progress=False)
     live, cached = first_batch(train, cache=False), first_batch(str(tmp_path), cache=True)
     assert live.key == cached.key and torch.equal(cached.video, live.video)  # the loader's own pixels
+    assert torch.equal(cached.ref_image, live.ref_image)  # the reference too (local_image_training)
     latents_a, cond_a = module.conditions(live, training=True)
     latents_b, cond_b = module.conditions(cached, training=True)
     assert torch.equal(cond_b.local_image, cond_a.local_image)

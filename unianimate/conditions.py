@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -12,6 +12,9 @@ from unianimate.batch import VideoBatch
 
 if TYPE_CHECKING:
     from unianimate.models.frozen import FrozenEncoders
+
+# What the pixel local-image stream sees in training (at inference: always the reference image).
+LocalImageSource = Literal["first_frame", "reference"]
 
 # Names of the conditions that can be dropped per sample (SPEC §3, condition dropout).
 DROPPABLE = ("pose", "clip", "local_image", "reference")
@@ -64,15 +67,20 @@ def to_unit(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def build_conditions(
-    batch: VideoBatch, encoders: FrozenEncoders, uses: frozenset[str], training: bool
+    batch: VideoBatch,
+    encoders: FrozenEncoders,
+    uses: frozenset[str],
+    training: bool,
+    local_image_training: LocalImageSource = "first_frame",
 ) -> tuple[Tensor | None, Conditions]:
     """The one place a batch becomes the denoiser's conditions: -> (clean latents, conditions).
 
     ``uses``: the condition names the denoiser declares (``UniAnimate.conditions``); only those
     are computed. ``training``: the clean latents b 4 f h w come from the ground-truth video (or
-    the latent cache) and the local image stream sees the clip's first frame; at inference
-    (``training=False``) there are no latents (``None``) and, as in the release, the local image
-    stream sees the reference image.
+    the latent cache) and the local image stream sees the clip's first frame (the release's
+    training, ``local_image_training="first_frame"``) or the reference image (``"reference"``: as
+    at inference); at inference (``training=False``) there are no latents (``None``) and, as in the
+    release, the local image stream sees the reference image.
     """
     cached = batch.latent is not None  # latent-cache batches: the encoders already ran offline
     latents = None
@@ -85,7 +93,8 @@ def build_conditions(
         clip = batch.clip_embed if cached else encoders.encode_clip(batch.ref_image)
     local_image = None
     if "local_image" in uses:
-        source = batch.video[:, :, 0] if training else batch.ref_image
+        first_frame = training and local_image_training == "first_frame"
+        source = batch.video[:, :, 0] if first_frame else batch.ref_image
         if source is None:
             raise ValueError(
                 "the local image stream needs decoded frames: train it from pixel shards or from a "

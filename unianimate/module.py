@@ -14,11 +14,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from unianimate.batch import VideoBatch
 from unianimate.checkpoint_io import rewrite_stale_last_checkpoint
-from unianimate.conditions import Conditions, build_conditions, to_unit
+from unianimate.conditions import Conditions, LocalImageSource, build_conditions, to_unit
 from unianimate.diffusion.condition_dropout import DROPPED_FIELD, ConditionDropout
 from unianimate.diffusion.long_video import LongVideo, generate_long_video
 from unianimate.diffusion.objective import DiffusionObjective
@@ -29,6 +29,7 @@ from unianimate.metrics import frame_metrics
 from unianimate.models.frozen import FrozenEncoders
 from unianimate.models.init_weights import load_init_weights
 from unianimate.models.unianimate import UniAnimate
+from unianimate.optim import LrDecay, lr_factor, parameter_groups
 
 # Loss is also logged per timestep bucket: where in the schedule the model is still bad.
 TIMESTEP_BUCKETS = 4
@@ -44,7 +45,8 @@ class UniAnimateModule(L.LightningModule):
         dropout: per-sample condition dropout.
         sampler: DDIM sampler for validation videos, ``test`` and ``predict``.
         long_video: how clips longer than one segment are generated (chain, window, independent).
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up. Weight decay applies to weight
+        lr, weight_decay, warmup_steps, lr_decay: AdamW with linear warm-up, then a constant
+            rate or a cosine decay to 0 at ``trainer.max_steps`` (:mod:`unianimate.optim`). Weight decay applies to weight
             matrices and kernels only: biases, norm scales and Mamba's ``A_log`` and ``D`` (flagged
             ``_no_weight_decay``, as in mamba-ssm) are not decayed.
         ema_decay: EMA of the trainable weights (``None`` turns it off).
@@ -56,6 +58,9 @@ class UniAnimateModule(L.LightningModule):
             unless ``--ckpt_path`` restores a checkpoint (``unianimate.models.init_weights``).
         init_weights_strict: newly initialised or unused keys are an error.
         lora: train LoRA adapters only (peft); the base comes from ``init_weights``.
+        local_image_training: what the pixel local-image stream sees in training: the clip's
+            first frame (``first_frame``, the release) or the reference image (``reference``, what
+            it sees at inference: a model trained on the first frame learns to copy its pose).
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class UniAnimateModule(L.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_decay: LrDecay = "none",
         ema_decay: float | None = 0.9999,
         ema_warmup: bool = True,
         seed: int = 0,
@@ -76,6 +82,7 @@ class UniAnimateModule(L.LightningModule):
         init_weights: str | None = None,
         init_weights_strict: bool = False,
         lora: LoRA | None = None,
+        local_image_training: LocalImageSource = "first_frame",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -104,7 +111,8 @@ class UniAnimateModule(L.LightningModule):
 
     def conditions(self, batch: VideoBatch, training: bool) -> tuple[Tensor | None, Conditions]:
         """(clean latents or None, the full undropped conditions) of a batch."""
-        return build_conditions(batch, self.encoders, self.denoiser.conditions, training)
+        uses, source = self.denoiser.conditions, self.hparams.local_image_training
+        return build_conditions(batch, self.encoders, uses, training, source)
 
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
@@ -249,8 +257,8 @@ class UniAnimateModule(L.LightningModule):
         groups = parameter_groups(self.denoiser, self.hparams.weight_decay)
         # Fused on CPU: one kernel instead of a loop over tensors (the demo's AdamW: 10.4 -> 2.8 ms a step).
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=self.device.type == "cpu" or None)
-        warmup = max(self.hparams.warmup_steps, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        factor = lr_factor(self.hparams.warmup_steps, self.hparams.lr_decay, self.trainer.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -271,19 +279,6 @@ class UniAnimateModule(L.LightningModule):
         self._restored = f"step {checkpoint.get('global_step')}"
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay for weight matrices and kernels; none for biases, norm scales (1-d)
-    and parameters flagged ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``, as mamba-ssm does)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 def _check_knobs(dropout: ConditionDropout, uses: frozenset[str], untrained: list[int] | None = None) -> None:
