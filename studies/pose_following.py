@@ -4,7 +4,7 @@
 
 Trains ``unianimate fit --config configs/demo.yaml`` plus the overrides (the same CLI, in this
 process), then scores the final EMA weights with :func:`callbacks.pose_following.evaluate_pose_following`
-(held-out identities 20_000 .. 20_007, each from a reference in a third pose driven by two motions
+(held-out identities 30_000 .. 30_007, each from a reference in a third pose driven by two motions
 of 16 frames: PSNR, motion-region PSNR, figure IoU, pose-swap margin, beside copying the reference
 and the autoencoder). Writes ``OUT/NAME.json`` (settings, fit wall time, the rows) and prints the table.
 """
