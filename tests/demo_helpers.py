@@ -28,6 +28,7 @@ def demo_overrides(root: Path, run_dir: Path, max_steps: int = 4, frames: int = 
         "--data.init_args.synthetic_root=null",
         f"--data.init_args.latent_cache_dir={root / 'latents'}",
         f"--data.init_args.num_frames={frames}",
+        f"--data.init_args.val_num_frames={frames}",
         "--data.init_args.batch_size=2",
         f"--data.init_args.test_num_frames={frames}",
         f"--evaluation.protocol.frames_per_clip={frames}",

@@ -110,6 +110,8 @@ def test_study_runs_end_to_end_and_continues(demo_root, tmp_path):
         "--data.init_args.synthetic_root=null",
         f"--data.init_args.latent_cache_dir={tmp_path / 'latents'}",
         "--data.init_args.num_frames=8",
+        "--data.init_args.val_num_frames=8",
+        "--data.init_args.batch_size=2",
         "--data.init_args.test_num_frames=8",
         "--evaluation.protocol.frames_per_clip=8",
         f"--evaluation.random_metric_weights={demo_root / 'metric_weights'}",
