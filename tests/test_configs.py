@@ -46,6 +46,7 @@ def test_every_yaml_is_covered():
         "demo.yaml",
         "animate.yaml",
         "release.yaml",
+        "showcase.yaml",
         *PAPER,
     }  # animate.yaml: see test_animate_config_composes; release.yaml: test_release_config.py
     covered |= {f"strategy/{n}" for n in STRATEGIES} | {f"ablations/{n}" for n in ABLATIONS}
@@ -224,3 +225,19 @@ def test_demo_samples_only_where_it_trains(monkeypatch):
     assert set(visited) == set(trained), (
         "change model.sampler.num_steps and model.objective.timesteps together"
     )
+
+
+def test_showcase_weights_fit_the_showcase_config(monkeypatch):
+    """The committed showcase weights load, every tensor, into the model the two configs build."""
+    from safetensors.torch import load_file
+
+    from unianimate.models.init_weights import load_init_weights
+
+    weights = REPO / "assets" / "showcase" / "denoiser.safetensors"
+    config = parse(monkeypatch, CONFIGS / "demo.yaml", CONFIGS / "showcase.yaml")
+    assert config.trainer.max_steps > 1_000  # the demo recipe, trained longer
+    model = build(config.model.denoiser, UniAnimate)
+    report = load_init_weights(model, weights, strict=True)  # a new or unused tensor is an error
+    stored = load_file(weights)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items() if k in model.state_dict())
+    assert len(report.table()) > 0 and weights.stat().st_size <= 10_000_000
