@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copyfile(ema, target)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, sha256 {digest}) after {minutes:.1f} minutes")
+    print(
+        f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, sha256 {digest}) after {minutes:.1f} minutes"
+    )
 
 
 if __name__ == "__main__":
